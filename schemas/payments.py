@@ -1,0 +1,133 @@
+"""Payment events: what upstream publishes and what each money stage emits.
+
+Every event carries `event_id`, derived from the payment id and the stage, so a
+replayed input yields the same event again and consumers can drop repeats.
+`schema` names the event and `v` its version; a consumer rejects a version it
+does not know instead of guessing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from schemas.money import CurrencyCode, NonNegativeAmountMinor, PositiveAmountMinor
+
+IdText = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+CountryCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")]
+UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
+MetadataMap = Annotated[
+    dict[
+        Annotated[str, msgspec.Meta(min_length=1, max_length=64)],
+        Annotated[str, msgspec.Meta(max_length=512)],
+    ],
+    msgspec.Meta(max_length=32),
+]
+Reasons = Annotated[list[Annotated[str, msgspec.Meta(max_length=200)]], msgspec.Meta(max_length=16)]
+PaymentMethod = Literal["card", "wallet", "bank_transfer"]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every contract: strict (unknown fields are errors) and immutable."""
+
+
+class PaymentRequested(Event, frozen=True, kw_only=True):
+    """Upstream asks to move `amount_minor` from a payer to a merchant.
+
+    `payment_id` is the upstream idempotency key: publishing the same payment
+    twice is answered like publishing it once.
+    """
+
+    schema: Literal["payment.requested"] = "payment.requested"
+    v: Literal[1] = 1
+    payment_id: IdText
+    payer_account: IdText
+    merchant_id: IdText
+    amount_minor: PositiveAmountMinor
+    currency: CurrencyCode
+    country: CountryCode
+    method: PaymentMethod
+    created_at: UtcTime
+    metadata: MetadataMap = msgspec.field(default_factory=dict)
+
+
+class RiskAssessed(Event, frozen=True, kw_only=True):
+    """The risk stage approved a payment; rejections go to outcomes only."""
+
+    schema: Literal["risk.assessed"] = "risk.assessed"
+    v: Literal[1] = 1
+    event_id: IdText
+    decision: Literal["approved", "rejected"]
+    reasons: Reasons
+    assessed_at: UtcTime
+    payment: PaymentRequested
+
+
+class FundsHeld(Event, frozen=True, kw_only=True):
+    """The payer's available balance was reduced by a hold of the full amount."""
+
+    schema: Literal["funds.held"] = "funds.held"
+    v: Literal[1] = 1
+    event_id: IdText
+    hold_id: IdText
+    held_at: UtcTime
+    payment: PaymentRequested
+
+
+class PaymentCleared(Event, frozen=True, kw_only=True):
+    """The hold was captured and one balanced journal posted: gross = fee + net."""
+
+    schema: Literal["payment.cleared"] = "payment.cleared"
+    v: Literal[1] = 1
+    event_id: IdText
+    payment_id: IdText
+    payer_account: IdText
+    merchant_id: IdText
+    currency: CurrencyCode
+    gross_minor: PositiveAmountMinor
+    fee_minor: NonNegativeAmountMinor
+    net_minor: NonNegativeAmountMinor
+    journal_id: IdText
+    # Event time of the payment (its created_at): it picks the settlement cycle.
+    event_time: UtcTime
+    cleared_at: UtcTime
+
+
+OutcomeStatus = Literal["rejected", "declined", "cleared", "settled"]
+
+
+class PaymentOutcome(Event, frozen=True, kw_only=True):
+    """A terminal or customer-visible status, for downstream systems."""
+
+    schema: Literal["payment.outcome"] = "payment.outcome"
+    v: Literal[1] = 1
+    event_id: IdText
+    payment_id: IdText
+    status: OutcomeStatus
+    stage: Literal["risk", "funds", "clearing", "settlement"]
+    reasons: Reasons
+    payer_account: IdText
+    merchant_id: IdText
+    amount_minor: PositiveAmountMinor
+    currency: CurrencyCode
+    created_at: UtcTime
+    occurred_at: UtcTime
+    batch_id: IdText | None = None
+
+
+def risk_event_id(payment_id: str) -> str:
+    return f"{payment_id}:risk"
+
+
+def funds_event_id(payment_id: str) -> str:
+    return f"{payment_id}:funds"
+
+
+def clearing_event_id(payment_id: str) -> str:
+    return f"{payment_id}:clearing"
+
+
+def outcome_event_id(payment_id: str, status: str) -> str:
+    return f"{payment_id}:{status}"
