@@ -25,3 +25,9 @@ class ServiceUnavailableError(PaystreamError):
 class StackError(PaystreamError):
     """The local stack could not be started, stopped or inspected."""
 
+
+
+class ConcurrentChangeError(PaystreamError):
+    """Another consumer changed rows this transaction relied on; retrying sees the new state."""
+
+    retriable = True

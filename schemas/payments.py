@@ -16,6 +16,8 @@ import msgspec
 from schemas.money import CurrencyCode, NonNegativeAmountMinor, PositiveAmountMinor
 
 IdText = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+# Ids paystream derives from an IdText (event, hold, journal and batch ids) need more room.
+RefText = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 CountryCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")]
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
 MetadataMap = Annotated[
@@ -58,7 +60,7 @@ class RiskAssessed(Event, frozen=True, kw_only=True):
 
     schema: Literal["risk.assessed"] = "risk.assessed"
     v: Literal[1] = 1
-    event_id: IdText
+    event_id: RefText
     decision: Literal["approved", "rejected"]
     reasons: Reasons
     assessed_at: UtcTime
@@ -70,8 +72,8 @@ class FundsHeld(Event, frozen=True, kw_only=True):
 
     schema: Literal["funds.held"] = "funds.held"
     v: Literal[1] = 1
-    event_id: IdText
-    hold_id: IdText
+    event_id: RefText
+    hold_id: RefText
     held_at: UtcTime
     payment: PaymentRequested
 
@@ -81,7 +83,7 @@ class PaymentCleared(Event, frozen=True, kw_only=True):
 
     schema: Literal["payment.cleared"] = "payment.cleared"
     v: Literal[1] = 1
-    event_id: IdText
+    event_id: RefText
     payment_id: IdText
     payer_account: IdText
     merchant_id: IdText
@@ -89,7 +91,7 @@ class PaymentCleared(Event, frozen=True, kw_only=True):
     gross_minor: PositiveAmountMinor
     fee_minor: NonNegativeAmountMinor
     net_minor: NonNegativeAmountMinor
-    journal_id: IdText
+    journal_id: RefText
     # Event time of the payment (its created_at): it picks the settlement cycle.
     event_time: UtcTime
     cleared_at: UtcTime
@@ -103,7 +105,7 @@ class PaymentOutcome(Event, frozen=True, kw_only=True):
 
     schema: Literal["payment.outcome"] = "payment.outcome"
     v: Literal[1] = 1
-    event_id: IdText
+    event_id: RefText
     payment_id: IdText
     status: OutcomeStatus
     stage: Literal["risk", "funds", "clearing", "settlement"]
@@ -114,7 +116,7 @@ class PaymentOutcome(Event, frozen=True, kw_only=True):
     currency: CurrencyCode
     created_at: UtcTime
     occurred_at: UtcTime
-    batch_id: IdText | None = None
+    batch_id: RefText | None = None
 
 
 def risk_event_id(payment_id: str) -> str:

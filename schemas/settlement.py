@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+
+import msgspec
 
 from schemas.money import AmountSumMinor, CurrencyCode
-from schemas.payments import Event, IdText, UtcTime
+from schemas.payments import Event, IdText, RefText, UtcTime
 
 
 class SettlementBatchClosed(Event, frozen=True, kw_only=True):
@@ -17,17 +19,17 @@ class SettlementBatchClosed(Event, frozen=True, kw_only=True):
 
     schema: Literal["settlement.batch_closed"] = "settlement.batch_closed"
     v: Literal[1] = 1
-    event_id: IdText
-    batch_id: IdText
+    event_id: RefText
+    batch_id: RefText
     merchant_id: IdText
     currency: CurrencyCode
     cycle_start: UtcTime
     cycle_end: UtcTime
-    item_count: int
+    item_count: Annotated[int, msgspec.Meta(ge=0)]
     gross_minor: AmountSumMinor
     fee_minor: AmountSumMinor
     net_minor: AmountSumMinor
-    payout_journal_id: IdText
+    payout_journal_id: RefText | None
     closed_at: UtcTime
 
 

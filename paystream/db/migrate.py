@@ -1,0 +1,80 @@
+"""Versioned, idempotent migrations: NNN_name.sql files applied once each, in order.
+
+An advisory lock makes concurrent `migrate` calls (workers starting together,
+the compose init service) safe: one applies, the others wait and find nothing to do.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from paystream.errors import PaystreamError
+
+MIGRATION_LOCK_KEY = 0x70617973  # "pays"
+_FILE_NAME = re.compile(r"^(?P<version>\d{3})_(?P<name>[a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def available_migrations() -> list[Migration]:
+    folder = resources.files("paystream.db") / "migrations"
+    found = []
+    for item in folder.iterdir():
+        match = _FILE_NAME.match(item.name)
+        if match:
+            found.append(
+                Migration(int(match.group("version")), match.group("name"), item.read_text())
+            )
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    assert len(set(versions)) == len(versions), f"duplicate migration versions: {versions}"
+    return found
+
+
+async def migrate(connection: Any) -> list[Migration]:
+    """Apply the migrations this database lacks; returns those applied now."""
+    applied_now: list[Migration] = []
+    await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    try:
+        await connection.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version integer PRIMARY KEY,
+                   name text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        rows = await connection.fetch("SELECT version, name FROM schema_migrations")
+        done = {row["version"]: row["name"] for row in rows}
+        for migration in available_migrations():
+            if migration.version in done:
+                if done[migration.version] != migration.name:
+                    raise PaystreamError(
+                        f"migration {migration.version} is recorded as {done[migration.version]!r}"
+                        f" but the file is {migration.name!r}: the database belongs to another"
+                        " version of paystream"
+                    )
+                continue
+            async with connection.transaction():
+                await connection.execute(migration.sql)
+                await connection.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    migration.version,
+                    migration.name,
+                )
+            applied_now.append(migration)
+        newest_known = max((m.version for m in available_migrations()), default=0)
+        if done and max(done) > newest_known:
+            raise PaystreamError(
+                f"the database has migration {max(done)}, newer than this code knows"
+                f" ({newest_known}): upgrade paystream"
+            )
+    finally:
+        await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+    return applied_now

@@ -1,0 +1,65 @@
+"""asyncpg pools with a bounded connect wait and JSON codecs set once."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import orjson
+
+from paystream.errors import ServiceUnavailableError
+from paystream.settings import Settings
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await connection.set_type_codec(
+            type_name,
+            encoder=lambda value: orjson.dumps(value).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+
+async def create_pool(settings: Settings, size_max: int | None = None) -> Any:
+    """A pool for `settings.database_url`; an unreachable server is one clear error."""
+    size = size_max or settings.db_pool_size_max
+    try:
+        return await asyncpg.create_pool(
+            settings.database_url,
+            min_size=1,
+            max_size=size,
+            init=_init_connection,
+            timeout=CONNECT_TIMEOUT_S,
+            command_timeout=120,
+        )
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as error:
+        raise ServiceUnavailableError(
+            f"cannot connect to PostgreSQL at {_redacted(settings.database_url)}: {error}"
+            " (is the stack up? try: paystream stack up)"
+        ) from error
+
+
+async def connect(settings: Settings) -> Any:
+    try:
+        connection = await asyncpg.connect(settings.database_url, timeout=CONNECT_TIMEOUT_S)
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as error:
+        raise ServiceUnavailableError(
+            f"cannot connect to PostgreSQL at {_redacted(settings.database_url)}: {error}"
+            " (is the stack up? try: paystream stack up)"
+        ) from error
+    await _init_connection(connection)
+    return connection
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}@{host}"

@@ -1,0 +1,1 @@
+"""The stage runtime shared by every money stage: consume, apply, produce, commit."""

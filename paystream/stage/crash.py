@@ -1,0 +1,32 @@
+"""Deterministic crash points for crash-safety tests.
+
+Off unless PAYSTREAM_CRASH_POINT is set. The check is one comparison on the
+hot path; when it fires the process dies by SIGKILL, the way a power cut or
+an OOM kill would end it: no finally blocks, no flush, no goodbye.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from paystream.settings import Settings
+
+
+class CrashSwitch:
+    def __init__(self, settings: Settings, stage: str) -> None:
+        armed = settings.crash_point is not None and settings.crash_stage in (None, stage)
+        self.point = settings.crash_point if armed else None
+        self.after_batches = settings.crash_after_batches
+        self.batches_seen = 0
+
+    def batch_started(self) -> None:
+        if self.point is not None:
+            self.batches_seen += 1
+
+    def at(self, point: str) -> None:
+        if self.point == point and self.batches_seen >= self.after_batches:
+            print(f"paystream: crash point {point} reached, killing myself", file=sys.stderr)
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,257 @@
+"""Risk: approve or reject each requested payment.
+
+Decides: the rules in `workers.risk_rules` (limits per currency, payer
+velocity over 10 minutes and 24 hours of event time, merchant daily limit,
+blocklists, merchant accepting the currency).
+Writes: one `risk_decisions` row and one `payments` row per payment.
+Emits: `risk.assessed` to payments.approved (key payer) when approved; a
+`rejected` outcome to payments.outcomes otherwise.
+A payment id seen before is answered with the stored decision; the same id
+with a different payer, merchant, amount or currency is refused to the dead letters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from paystream.stage.contract import Accepted, Output, Refused, StageResult, Tick
+from schemas.payments import (
+    PaymentOutcome,
+    PaymentRequested,
+    RiskAssessed,
+    outcome_event_id,
+    risk_event_id,
+)
+from topology.topics import PAYMENTS_APPROVED, PAYMENTS_OUTCOMES, PAYMENTS_REQUESTED
+from workers.risk_rules import VELOCITY_LONG_WINDOW, RiskContext, RiskLimits, assess_batch
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    payment: PaymentRequested
+    approved: bool
+    reasons: list[str]
+    assessed_at: datetime
+
+
+class RiskStage:
+    name = "risk"
+    input_topic = PAYMENTS_REQUESTED
+    input_type = PaymentRequested
+
+    async def apply(
+        self, connection: Any, records: Sequence[Accepted[PaymentRequested]], now: datetime
+    ) -> StageResult:
+        decided = await _stored_decisions(connection, [r.event.payment_id for r in records])
+        fresh: dict[str, PaymentRequested] = {}
+        for record in records:
+            payment_id = record.event.payment_id
+            if payment_id not in decided and payment_id not in fresh:
+                fresh[payment_id] = record.event
+
+        if fresh:
+            payments = list(fresh.values())
+            context = await _load_context(connection, payments)
+            decisions = assess_batch(payments, context)
+            await _store(connection, payments, [d.reasons for d in decisions], now)
+            for payment, decision in zip(payments, decisions, strict=True):
+                decided[payment.payment_id] = Decided(payment, decision.approved, list(decision.reasons), now)
+
+        result = StageResult()
+        for record in records:
+            original = decided[record.event.payment_id]
+            if _identity(original.payment) != _identity(record.event):
+                result.refused.append(_conflict(record, original.payment))
+            else:
+                result.outputs.append(_output(original))
+        return result
+
+    async def tick(self, pool: Any, now: datetime) -> Tick | None:
+        return None
+
+
+def _identity(payment: PaymentRequested) -> tuple[str, str, int, str]:
+    return (payment.payer_account, payment.merchant_id, payment.amount_minor, payment.currency)
+
+
+def _conflict(record: Accepted[PaymentRequested], original: PaymentRequested) -> Refused:
+    return Refused(
+        record.origin,
+        "payment_id",
+        "idempotency_conflict",
+        f"payment {original.payment_id} was already requested with different"
+        f" payer/merchant/amount/currency {_identity(original)}; got {_identity(record.event)}",
+        msgspec.json.encode(record.event),
+    )
+
+
+def _output(decided: Decided) -> Output:
+    payment = decided.payment
+    if decided.approved:
+        return Output(
+            PAYMENTS_APPROVED,
+            payment.payer_account,
+            RiskAssessed(
+                event_id=risk_event_id(payment.payment_id),
+                decision="approved",
+                reasons=[],
+                assessed_at=decided.assessed_at,
+                payment=payment,
+            ),
+        )
+    return Output(
+        PAYMENTS_OUTCOMES,
+        payment.payment_id,
+        PaymentOutcome(
+            event_id=outcome_event_id(payment.payment_id, "rejected"),
+            payment_id=payment.payment_id,
+            status="rejected",
+            stage="risk",
+            reasons=decided.reasons,
+            payer_account=payment.payer_account,
+            merchant_id=payment.merchant_id,
+            amount_minor=payment.amount_minor,
+            currency=payment.currency,
+            created_at=payment.created_at,
+            occurred_at=decided.assessed_at,
+        ),
+    )
+
+
+async def _stored_decisions(connection: Any, payment_ids: list[str]) -> dict[str, Decided]:
+    rows = await connection.fetch(
+        """SELECT payment_id, decision, reasons, assessed_at, request
+           FROM risk_decisions WHERE payment_id = ANY($1::text[])""",
+        payment_ids,
+    )
+    return {
+        row["payment_id"]: Decided(
+            msgspec.convert(row["request"], PaymentRequested),
+            row["decision"] == "approved",
+            list(row["reasons"]),
+            row["assessed_at"],
+        )
+        for row in rows
+    }
+
+
+async def _load_context(connection: Any, payments: list[PaymentRequested]) -> RiskContext:
+    payers = sorted({p.payer_account for p in payments})
+    merchants = sorted({p.merchant_id for p in payments})
+    currencies = sorted({p.currency for p in payments})
+    countries = sorted({p.country for p in payments})
+    limit_rows = await connection.fetch(
+        "SELECT * FROM risk_limits WHERE currency = ANY($1::text[])", currencies
+    )
+    blocked_rows = await connection.fetch(
+        """SELECT kind, value, reason FROM risk_blocklist
+           WHERE (kind = 'payer' AND value = ANY($1::text[]))
+              OR (kind = 'merchant' AND value = ANY($2::text[]))
+              OR (kind = 'country' AND value = ANY($3::text[]))""",
+        payers, merchants, countries,
+    )
+    accepting_rows = await connection.fetch(
+        """SELECT s.merchant_id, s.currency FROM merchant_fee_schedules s
+           JOIN merchants m USING (merchant_id)
+           WHERE m.status = 'active' AND s.merchant_id = ANY($1::text[])""",
+        merchants,
+    )
+    earliest = min(p.created_at for p in payments)
+    latest = max(p.created_at for p in payments)
+    history_rows = await connection.fetch(
+        """SELECT payer_account, created_at, amount_minor FROM risk_decisions
+           WHERE decision = 'approved' AND payer_account = ANY($1::text[])
+             AND created_at > $2 AND created_at <= $3""",
+        payers, earliest - VELOCITY_LONG_WINDOW, latest,
+    )
+    day_rows = await connection.fetch(
+        """SELECT merchant_id, currency, (created_at AT TIME ZONE 'UTC')::date AS day,
+                  sum(amount_minor)::bigint AS amount
+           FROM risk_decisions
+           WHERE decision = 'approved' AND merchant_id = ANY($1::text[])
+             AND created_at >= date_trunc('day', $2::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+             AND created_at <= $3
+           GROUP BY 1, 2, 3""",
+        merchants, earliest, latest,
+    )
+    context = RiskContext(
+        limits={
+            row["currency"].strip(): RiskLimits(
+                row["txn_amount_max_minor"],
+                row["payer_10m_count_max"],
+                row["payer_10m_amount_max_minor"],
+                row["payer_24h_count_max"],
+                row["payer_24h_amount_max_minor"],
+                row["merchant_daily_amount_max_minor"],
+            )
+            for row in limit_rows
+        },
+        blocked={(row["kind"], row["value"]): row["reason"] for row in blocked_rows},
+        accepting={(row["merchant_id"], row["currency"].strip()) for row in accepting_rows},
+    )
+    for row in history_rows:
+        context.payer_history.setdefault(row["payer_account"], []).append(
+            (row["created_at"], row["amount_minor"])
+        )
+    for row in day_rows:
+        context.merchant_day_amount[(row["merchant_id"], row["currency"].strip(), row["day"])] = row["amount"]
+    return context
+
+
+async def _store(
+    connection: Any, payments: list[PaymentRequested], reasons: list[tuple[str, ...]], now: datetime
+) -> None:
+    decisions = ["rejected" if r else "approved" for r in reasons]
+    await connection.execute(
+        """
+        INSERT INTO risk_decisions (payment_id, payer_account, merchant_id, amount_minor, currency,
+                                    created_at, decision, reasons, assessed_at, request)
+        SELECT v.id, v.payer, v.merchant, v.amount, v.currency, v.created, v.decision,
+               ARRAY(SELECT jsonb_array_elements_text(v.reasons)), $9, v.request
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
+                    $6::timestamptz[], $7::text[], $8::jsonb[], $10::jsonb[])
+             AS v(id, payer, merchant, amount, currency, created, decision, reasons, request)
+        ON CONFLICT (payment_id) DO NOTHING
+        """,
+        [p.payment_id for p in payments],
+        [p.payer_account for p in payments],
+        [p.merchant_id for p in payments],
+        [p.amount_minor for p in payments],
+        [p.currency for p in payments],
+        [p.created_at for p in payments],
+        decisions,
+        [list(r) for r in reasons],
+        now,
+        [msgspec.to_builtins(p) for p in payments],
+    )
+    await connection.execute(
+        """
+        INSERT INTO payments (payment_id, payer_account, merchant_id, amount_minor, currency, country,
+                              method, metadata, created_at, requested_at, status, risk_reasons, risk_at,
+                              updated_at)
+        SELECT v.id, v.payer, v.merchant, v.amount, v.currency, v.country, v.method, v.metadata,
+               v.created, $11, v.status, ARRAY(SELECT jsonb_array_elements_text(v.reasons)), $11, $11
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                    $7::text[], $8::jsonb[], $9::timestamptz[], $10::text[], $12::jsonb[])
+             AS v(id, payer, merchant, amount, currency, country, method, metadata, created, status,
+                  reasons)
+        ON CONFLICT (payment_id) DO NOTHING
+        """,
+        [p.payment_id for p in payments],
+        [p.payer_account for p in payments],
+        [p.merchant_id for p in payments],
+        [p.amount_minor for p in payments],
+        [p.currency for p in payments],
+        [p.country for p in payments],
+        [p.method for p in payments],
+        [p.metadata for p in payments],
+        [p.created_at for p in payments],
+        decisions,
+        now,
+        [list(r) for r in reasons],
+    )
