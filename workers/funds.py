@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from paystream.db.arrays import join_reasons
 from paystream.stage.contract import Accepted, Output, StageResult, Tick
 from schemas.payments import FundsHeld, PaymentOutcome, PaymentRequested, RiskAssessed, funds_event_id, outcome_event_id
 from topology.topics import FUNDS_HELD, PAYMENTS_APPROVED, PAYMENTS_OUTCOMES
@@ -177,8 +178,8 @@ async def _store(
         INSERT INTO holds (payment_id, hold_id, account_id, amount_minor, currency, status, reasons,
                            created_at, updated_at)
         SELECT v.id, v.hold, v.account, v.amount, v.currency, v.status,
-               ARRAY(SELECT jsonb_array_elements_text(v.reasons)), $8, $8
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::jsonb[])
+               string_to_array(v.reasons, chr(31)), $8, $8
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[])
              AS v(id, hold, account, amount, currency, status, reasons)
         """,
         [p.payment_id for p in payments],
@@ -187,7 +188,7 @@ async def _store(
         [p.amount_minor for p in payments],
         [p.currency for p in payments],
         ["held" if d.held else "declined" for d in decisions],
-        [list(d.reasons) for d in decisions],
+        [join_reasons(d.reasons) for d in decisions],
         now,
     )
     changed = [a for a in accounts.values() if a.held_minor != held_before[a.account_id]]
@@ -204,15 +205,15 @@ async def _store(
             status = CASE WHEN v.held THEN 'held' ELSE 'declined' END,
             hold_id = CASE WHEN v.held THEN v.hold END,
             held_at = CASE WHEN v.held THEN $5::timestamptz END,
-            decline_reasons = ARRAY(SELECT jsonb_array_elements_text(v.reasons)),
+            decline_reasons = string_to_array(v.reasons, chr(31)),
             declined_at = CASE WHEN v.held THEN NULL ELSE $5::timestamptz END,
             updated_at = $5
-        FROM unnest($1::text[], $2::bool[], $3::text[], $4::jsonb[]) AS v(id, held, hold, reasons)
+        FROM unnest($1::text[], $2::bool[], $3::text[], $4::text[]) AS v(id, held, hold, reasons)
         WHERE p.payment_id = v.id AND p.status = 'approved'
         """,
         [d.payment_id for d in decisions],
         [d.held for d in decisions],
         [hold_id_for(d.payment_id) for d in decisions],
-        [list(d.reasons) for d in decisions],
+        [join_reasons(d.reasons) for d in decisions],
         now,
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from paystream.db.arrays import join_reasons
 from paystream.stage.contract import Accepted, Output, Refused, StageResult, Tick
 from schemas.payments import (
     PaymentOutcome,
@@ -212,9 +213,9 @@ async def _store(
         INSERT INTO risk_decisions (payment_id, payer_account, merchant_id, amount_minor, currency,
                                     created_at, decision, reasons, assessed_at, request)
         SELECT v.id, v.payer, v.merchant, v.amount, v.currency, v.created, v.decision,
-               ARRAY(SELECT jsonb_array_elements_text(v.reasons)), $9, v.request
+               string_to_array(v.reasons, chr(31)), $9, v.request
         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
-                    $6::timestamptz[], $7::text[], $8::jsonb[], $10::jsonb[])
+                    $6::timestamptz[], $7::text[], $8::text[], $10::jsonb[])
              AS v(id, payer, merchant, amount, currency, created, decision, reasons, request)
         ON CONFLICT (payment_id) DO NOTHING
         """,
@@ -225,7 +226,7 @@ async def _store(
         [p.currency for p in payments],
         [p.created_at for p in payments],
         decisions,
-        [list(r) for r in reasons],
+        [join_reasons(r) for r in reasons],
         now,
         [msgspec.to_builtins(p) for p in payments],
     )
@@ -235,9 +236,9 @@ async def _store(
                               method, metadata, created_at, requested_at, status, risk_reasons, risk_at,
                               updated_at)
         SELECT v.id, v.payer, v.merchant, v.amount, v.currency, v.country, v.method, v.metadata,
-               v.created, $11, v.status, ARRAY(SELECT jsonb_array_elements_text(v.reasons)), $11, $11
+               v.created, $11, v.status, string_to_array(v.reasons, chr(31)), $11, $11
         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-                    $7::text[], $8::jsonb[], $9::timestamptz[], $10::text[], $12::jsonb[])
+                    $7::text[], $8::jsonb[], $9::timestamptz[], $10::text[], $12::text[])
              AS v(id, payer, merchant, amount, currency, country, method, metadata, created, status,
                   reasons)
         ON CONFLICT (payment_id) DO NOTHING
@@ -253,5 +254,5 @@ async def _store(
         [p.created_at for p in payments],
         decisions,
         now,
-        [list(r) for r in reasons],
+        [join_reasons(r) for r in reasons],
     )

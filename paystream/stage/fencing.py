@@ -61,8 +61,8 @@ async def advance(
     """Move each partition's next offset to the end of its span, or raise FencedError.
 
     `spans` maps partition -> (first offset in the batch, last offset + 1). The
-    update applies only where the epoch is ours and no record was skipped
-    (the stored next offset is at or past the batch start).
+    update applies only where the epoch is ours. Offsets are not required to be
+    contiguous: transaction markers and compaction leave legitimate gaps.
     """
     partitions = sorted(spans)
     rows = await connection.fetch(
@@ -73,7 +73,6 @@ async def advance(
              AS v(partition, start_offset, end_offset, epoch)
         WHERE o.group_id = $1 AND o.topic = $2 AND o.partition = v.partition
           AND o.epoch = v.epoch
-          AND (o.next_offset = $7 OR o.next_offset >= v.start_offset)
         RETURNING o.partition
         """,
         group_id,
@@ -82,7 +81,6 @@ async def advance(
         [spans[p][0] for p in partitions],
         [spans[p][1] for p in partitions],
         [epochs.get(p, 0) for p in partitions],
-        NO_OFFSET,
     )
     advanced = {row["partition"] for row in rows}
     if advanced != set(partitions):

@@ -94,6 +94,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         async with self.loop.batch_lock:
             for tp in revoked:
                 self.loop.epochs.pop(tp.partition, None)
+                self.loop.positions.pop(tp.partition, None)
         log.info("partitions revoked", stage=self.loop.stage.name, partitions=_parts(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -121,6 +122,9 @@ class StageLoop(Generic[E]):
         self.crash = CrashSwitch(settings, stage.name)
         self.batch_lock = asyncio.Lock()
         self.epochs: dict[int, int] = {}
+        # Next offset each claimed partition must continue from: records
+        # fetched before a claim's seek are stale and are dropped.
+        self.positions: dict[int, int] = {}
         self.stats = LoopStats()
         self.consumer = make_consumer(settings, self.group_id, self.client_id)
         self.producer = make_producer(settings, self.client_id)
@@ -129,29 +133,33 @@ class StageLoop(Generic[E]):
     # -- assignment ---------------------------------------------------------
 
     async def take_partitions(self, assigned: Sequence[TopicPartition]) -> None:
-        """Claim a new epoch per partition and resume where nothing can be missed.
+        """Claim a new epoch per partition and seek to where nothing can be missed.
 
         Kafka's committed offset trails PostgreSQL's by at most the batch whose
         events may not have been produced yet, so resuming at the smaller of the
         two replays that batch (its effects are idempotent) and re-sends its events.
+        Holds the batch lock: aiokafka may already be fetching for these
+        partitions, and no batch may run for them until they are claimed.
         """
-        claims = await self._retrying(
-            "claim partitions",
-            lambda: self._claim([tp.partition for tp in assigned]),
-        )
-        for tp in assigned:
-            claim = claims[tp.partition]
-            self.epochs[tp.partition] = claim.epoch
-            committed = await self.consumer.committed(tp)
-            candidates = [o for o in (committed, claim.next_offset) if o is not None and o != NO_OFFSET]
-            if committed is not None and claim.next_offset != NO_OFFSET and committed > claim.next_offset:
-                log.warning(
-                    "kafka offset ahead of database; resuming from the database",
-                    stage=self.stage.name, partition=tp.partition,
-                    kafka_offset=committed, database_offset=claim.next_offset,
-                )
-            if candidates:
-                self.consumer.seek(tp, min(candidates))
+        async with self.batch_lock:
+            claims = await self._retrying(
+                "claim partitions", lambda: self._claim([tp.partition for tp in assigned])
+            )
+            beginnings = await self.consumer.beginning_offsets(list(assigned))
+            for tp in assigned:
+                claim = claims[tp.partition]
+                committed = await self.consumer.committed(tp)
+                candidates = [o for o in (committed, claim.next_offset) if o is not None and o != NO_OFFSET]
+                if committed is not None and claim.next_offset != NO_OFFSET and committed > claim.next_offset:
+                    log.warning(
+                        "kafka offset ahead of database; resuming from the database",
+                        stage=self.stage.name, partition=tp.partition,
+                        kafka_offset=committed, database_offset=claim.next_offset,
+                    )
+                position = max(min(candidates), beginnings[tp]) if candidates else beginnings[tp]
+                self.consumer.seek(tp, position)
+                self.epochs[tp.partition] = claim.epoch
+                self.positions[tp.partition] = position
 
     async def _claim(self, partitions: list[int]) -> Any:
         async with self.pool.acquire() as connection:
@@ -197,13 +205,18 @@ class StageLoop(Generic[E]):
 
     async def process_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
         async with self.batch_lock:
-            # Records of partitions revoked since getmany returned belong to
-            # the new owner, which resumes from the last commit: skip them.
+            # Keep only records at or after where this consumer's claim says to
+            # resume (offsets may skip: transaction markers). Records of
+            # partitions revoked since getmany returned belong to the new owner;
+            # records fetched again after a claim's seek were already applied.
             assignment = self.consumer.assignment()
-            owned = {tp: rs for tp, rs in batch.items() if rs and tp in assignment}
-            unclaimed = [tp.partition for tp in owned if tp.partition not in self.epochs]
-            if unclaimed:
-                raise RuntimeError(f"partitions {unclaimed} assigned without an epoch claim")
+            owned = {}
+            for tp, tp_records in batch.items():
+                position = self.positions.get(tp.partition)
+                if tp in assignment and position is not None:
+                    fresh = [r for r in tp_records if r.offset >= position]
+                    if fresh:
+                        owned[tp] = fresh
             if not owned:
                 return
             self.crash.batch_started()
@@ -241,6 +254,8 @@ class StageLoop(Generic[E]):
 
             # Step 4: commit the consumed offsets.
             await self._commit({tp: rs[-1].offset + 1 for tp, rs in owned.items()})
+            for tp, rs in owned.items():
+                self.positions[tp.partition] = rs[-1].offset + 1
             self.crash.at("after_offset_commit")
 
             self.stats.batches += 1
