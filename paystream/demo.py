@@ -112,8 +112,8 @@ async def summary(settings: Settings, run_id: str) -> dict[str, Any]:
             pattern,
         )
         totals = await connection.fetch(
-            """SELECT currency, count(*) AS n, sum(gross_minor)::bigint AS gross, sum(fee_minor)::bigint AS fee,
-                      sum(net_minor)::bigint AS net
+            """SELECT currency, count(*) AS n, sum(gross_minor)::bigint AS gross,
+                      sum(fee_minor)::bigint AS fee, sum(net_minor)::bigint AS net
                FROM payments WHERE payment_id LIKE $1 AND status = 'settled' GROUP BY 1 ORDER BY 1""",
             pattern,
         )
@@ -148,8 +148,10 @@ async def summary(settings: Settings, run_id: str) -> dict[str, Any]:
 
 def print_summary(report: dict[str, Any], kinds: dict[str, int], elapsed_s: float) -> None:
     print("\n== paystream demo summary ==")
-    print(f"published: {sum(v for k, v in kinds.items() if k not in ('duplicates', 'invalid'))} payments,"
-          f" {kinds.get('duplicates', 0)} duplicates, {kinds.get('invalid', 0)} invalid records")
+    print(
+        f"published: {sum(v for k, v in kinds.items() if k not in ('duplicates', 'invalid'))} payments,"
+        f" {kinds.get('duplicates', 0)} duplicates, {kinds.get('invalid', 0)} invalid records"
+    )
     print("\npayments by status:")
     for row in report["statuses"]:
         print(f"  {row['status']:<10} {row['n']:>8}")
@@ -163,8 +165,10 @@ def print_summary(report: dict[str, Any], kinds: dict[str, int], elapsed_s: floa
     print("\nsettlement batches per merchant:")
     print(f"  {'merchant':<14} {'cur':<4} {'batches':>7} {'items':>7} {'net':>14}")
     for row in report["batches"]:
-        print(f"  {row['merchant_id']:<14} {row['currency']:<4} {row['batches']:>7} {row['items']:>7}"
-              f" {row['net']:>14}")
+        print(
+            f"  {row['merchant_id']:<14} {row['currency']:<4} {row['batches']:>7} {row['items']:>7}"
+            f" {row['net']:>14}"
+        )
     print("\ndead letters (all runs):")
     for row in report["dead_letters"]:
         print(f"  {row['stage']:<10} {row['rule']:<22} {row['n']:>6}")

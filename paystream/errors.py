@@ -26,7 +26,6 @@ class StackError(PaystreamError):
     """The local stack could not be started, stopped or inspected."""
 
 
-
 class ConcurrentChangeError(PaystreamError):
     """Another consumer changed rows this transaction relied on; retrying sees the new state."""
 

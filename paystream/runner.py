@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Sequence
 
@@ -26,10 +27,9 @@ async def run_stages(
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
+        # Not the main thread (tests): the caller sets `stop` itself.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass  # not the main thread (tests): the caller sets `stop` itself
     pool = await create_pool(settings, size_max=settings.db_pool_size_max * len(stage_names))
     try:
         loops = {name: StageLoop(build_stage(name, settings), settings, pool) for name in stage_names}

@@ -137,8 +137,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         name = key[len(ENV_PREFIX) :].lower()
         if name not in known:
             raise SettingsError(
-                f"unknown setting {key}; known: "
-                + ", ".join(sorted(ENV_PREFIX + k.upper() for k in known))
+                f"unknown setting {key}; known: " + ", ".join(sorted(ENV_PREFIX + k.upper() for k in known))
             )
         values[name] = _convert(name, raw, hints[name])
     return Settings(**values).validate()

@@ -44,9 +44,7 @@ class Decoder(Generic[E]):
         if raw is None:
             return Invalid("$", "required", "the record has no value")
         if len(raw) > self.record_bytes_max:
-            return Invalid(
-                "$", "size", f"{len(raw)} bytes exceeds the limit of {self.record_bytes_max}"
-            )
+            return Invalid("$", "size", f"{len(raw)} bytes exceeds the limit of {self.record_bytes_max}")
         try:
             return self._decoder.decode(raw)
         except msgspec.ValidationError as error:

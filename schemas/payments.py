@@ -15,10 +15,13 @@ import msgspec
 
 from schemas.money import CurrencyCode, NonNegativeAmountMinor, PositiveAmountMinor
 
-IdText = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+# Patterns end in \Z, not $: msgspec matches with Python's re.search, where $ also
+# matches before a trailing newline ("pay-1\n" would pass). schemas/registry.py
+# writes \Z as $ in the JSON Schema files, whose ECMA-262 $ means the end.
+IdText = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+\Z")]
 # Ids paystream derives from an IdText (event, hold, journal and batch ids) need more room.
 RefText = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-CountryCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$")]
+CountryCode = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}\Z")]
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
 MetadataMap = Annotated[
     dict[

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+from topology.topics import FUNDS_HELD, PAYMENTS_CLEARED, PAYMENTS_OUTCOMES
 
 from paystream.ledger import (
     clearing_journal,
@@ -33,7 +34,6 @@ from schemas.payments import (
     clearing_event_id,
     outcome_event_id,
 )
-from topology.topics import FUNDS_HELD, PAYMENTS_CLEARED, PAYMENTS_OUTCOMES
 from workers.fees import FeeSchedule, split
 
 
@@ -71,7 +71,8 @@ class ClearingStage:
             open_holds = await _lock_open_holds(connection, list(fresh))
             schedules = await _fee_schedules(connection, list(fresh.values()))
             capturable = [
-                e for e in fresh.values()
+                e
+                for e in fresh.values()
                 if e.payment.payment_id in open_holds
                 and (e.payment.merchant_id, e.payment.currency) in schedules
             ]
@@ -168,9 +169,16 @@ async def _stored_clearings(connection: Any, payment_ids: list[str]) -> dict[str
     )
     return {
         row["payment_id"]: Cleared(
-            row["payment_id"], row["payer_account"], row["merchant_id"], row["currency"].strip(),
-            row["gross_minor"], row["fee_minor"], row["net_minor"], row["journal_id"],
-            row["event_time"], row["cleared_at"],
+            row["payment_id"],
+            row["payer_account"],
+            row["merchant_id"],
+            row["currency"].strip(),
+            row["gross_minor"],
+            row["fee_minor"],
+            row["net_minor"],
+            row["journal_id"],
+            row["event_time"],
+            row["cleared_at"],
         )
         for row in rows
     }
@@ -205,15 +213,25 @@ async def _store(connection: Any, new: list[Cleared], now: datetime) -> None:
     # Hot accounts exist before their first entry; creating them here costs
     # nothing when they already do (no row is updated).
     hot = sorted(
-        {(merchant_pending_account(c.merchant_id, c.currency), "merchant_pending", c.merchant_id, c.currency)
-         for c in new}
+        {
+            (
+                merchant_pending_account(c.merchant_id, c.currency),
+                "merchant_pending",
+                c.merchant_id,
+                c.currency,
+            )
+            for c in new
+        }
         | {(fee_revenue_account(c.currency), "fee_revenue", "platform", c.currency) for c in new}
     )
     await connection.execute(
         """INSERT INTO accounts (account_id, kind, owner_id, currency)
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
            ON CONFLICT (account_id) DO NOTHING""",
-        [h[0] for h in hot], [h[1] for h in hot], [h[2] for h in hot], [h[3] for h in hot],
+        [h[0] for h in hot],
+        [h[1] for h in hot],
+        [h[2] for h in hot],
+        [h[3] for h in hot],
     )
     await connection.execute(
         """UPDATE holds SET status = 'captured', updated_at = $2
@@ -234,8 +252,12 @@ async def _store(connection: Any, new: list[Cleared], now: datetime) -> None:
     )
     await post_journals(
         connection,
-        [clearing_journal(c.payment_id, c.payer_account, c.merchant_id, c.currency, c.fee_minor, c.net_minor)
-         for c in new],
+        [
+            clearing_journal(
+                c.payment_id, c.payer_account, c.merchant_id, c.currency, c.fee_minor, c.net_minor
+            )
+            for c in new
+        ],
         now,
     )
     await connection.execute(
@@ -245,9 +267,15 @@ async def _store(connection: Any, new: list[Cleared], now: datetime) -> None:
         SELECT *, $10::timestamptz FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                   $6::bigint[], $7::bigint[], $8::bigint[], $9::timestamptz[])
         """,
-        [c.payment_id for c in new], [c.journal_id for c in new], [c.payer_account for c in new],
-        [c.merchant_id for c in new], [c.currency for c in new], [c.gross_minor for c in new],
-        [c.fee_minor for c in new], [c.net_minor for c in new], [c.event_time for c in new],
+        [c.payment_id for c in new],
+        [c.journal_id for c in new],
+        [c.payer_account for c in new],
+        [c.merchant_id for c in new],
+        [c.currency for c in new],
+        [c.gross_minor for c in new],
+        [c.fee_minor for c in new],
+        [c.net_minor for c in new],
+        [c.event_time for c in new],
         now,
     )
     await connection.execute(
@@ -258,7 +286,10 @@ async def _store(connection: Any, new: list[Cleared], now: datetime) -> None:
              AS v(id, gross, fee, net, journal)
         WHERE p.payment_id = v.id AND p.status = 'held'
         """,
-        [c.payment_id for c in new], [c.gross_minor for c in new], [c.fee_minor for c in new],
-        [c.net_minor for c in new], [c.journal_id for c in new],
+        [c.payment_id for c in new],
+        [c.gross_minor for c in new],
+        [c.fee_minor for c in new],
+        [c.net_minor for c in new],
+        [c.journal_id for c in new],
         now,
     )

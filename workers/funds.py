@@ -17,10 +17,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from topology.topics import FUNDS_HELD, PAYMENTS_APPROVED, PAYMENTS_OUTCOMES
+
 from paystream.db.arrays import join_reasons
 from paystream.stage.contract import Accepted, Output, StageResult, Tick
-from schemas.payments import FundsHeld, PaymentOutcome, PaymentRequested, RiskAssessed, funds_event_id, outcome_event_id
-from topology.topics import FUNDS_HELD, PAYMENTS_APPROVED, PAYMENTS_OUTCOMES
+from schemas.payments import (
+    FundsHeld,
+    PaymentOutcome,
+    PaymentRequested,
+    RiskAssessed,
+    funds_event_id,
+    outcome_event_id,
+)
 
 
 @dataclass(slots=True)
@@ -63,7 +71,9 @@ def decide_holds(
         elif account.currency != payment.currency:
             reason = f"currency_mismatch: account holds {account.currency}, payment is {payment.currency}"
         elif account.available_minor < payment.amount_minor:
-            reason = f"insufficient_funds: available {account.available_minor} < amount {payment.amount_minor}"
+            reason = (
+                f"insufficient_funds: available {account.available_minor} < amount {payment.amount_minor}"
+            )
         if reason is None:
             assert account is not None
             account.held_minor += payment.amount_minor

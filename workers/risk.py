@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+from topology.topics import PAYMENTS_APPROVED, PAYMENTS_OUTCOMES, PAYMENTS_REQUESTED
 
 from paystream.db.arrays import join_reasons
 from paystream.stage.contract import Accepted, Output, Refused, StageResult, Tick
@@ -28,7 +29,6 @@ from schemas.payments import (
     outcome_event_id,
     risk_event_id,
 )
-from topology.topics import PAYMENTS_APPROVED, PAYMENTS_OUTCOMES, PAYMENTS_REQUESTED
 from workers.risk_rules import VELOCITY_LONG_WINDOW, RiskContext, RiskLimits, assess_batch
 
 
@@ -154,7 +154,9 @@ async def _load_context(connection: Any, payments: list[PaymentRequested]) -> Ri
            WHERE (kind = 'payer' AND value = ANY($1::text[]))
               OR (kind = 'merchant' AND value = ANY($2::text[]))
               OR (kind = 'country' AND value = ANY($3::text[]))""",
-        payers, merchants, countries,
+        payers,
+        merchants,
+        countries,
     )
     accepting_rows = await connection.fetch(
         """SELECT s.merchant_id, s.currency FROM merchant_fee_schedules s
@@ -168,7 +170,9 @@ async def _load_context(connection: Any, payments: list[PaymentRequested]) -> Ri
         """SELECT payer_account, created_at, amount_minor FROM risk_decisions
            WHERE decision = 'approved' AND payer_account = ANY($1::text[])
              AND created_at > $2 AND created_at <= $3""",
-        payers, earliest - VELOCITY_LONG_WINDOW, latest,
+        payers,
+        earliest - VELOCITY_LONG_WINDOW,
+        latest,
     )
     day_rows = await connection.fetch(
         """SELECT merchant_id, currency, (created_at AT TIME ZONE 'UTC')::date AS day,
@@ -178,7 +182,9 @@ async def _load_context(connection: Any, payments: list[PaymentRequested]) -> Ri
              AND created_at >= date_trunc('day', $2::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
              AND created_at <= $3
            GROUP BY 1, 2, 3""",
-        merchants, earliest, latest,
+        merchants,
+        earliest,
+        latest,
     )
     context = RiskContext(
         limits={

@@ -18,13 +18,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from topology.topics import PAYMENTS_CLEARED, PAYMENTS_OUTCOMES, SETTLEMENTS_CLOSED
+
 from paystream.errors import ConcurrentChangeError
 from paystream.ledger import journal, merchant_pending_account, payout_clearing_account, post_journals
 from paystream.settings import Settings
 from paystream.stage.contract import Accepted, Output, StageResult, Tick
 from schemas.payments import PaymentCleared, PaymentOutcome, outcome_event_id
 from schemas.settlement import SettlementBatchClosed, batch_closed_event_id
-from topology.topics import PAYMENTS_CLEARED, PAYMENTS_OUTCOMES, SETTLEMENTS_CLOSED
 from workers.cycles import CycleClock
 
 CLOSE_BATCHES_MAX = 200
@@ -127,7 +128,9 @@ class SettlementStage:
         return Tick(outputs, mark_published)
 
 
-async def _add_items(connection: Any, items: list[PaymentCleared], batch_ids: list[str], now: datetime) -> None:
+async def _add_items(
+    connection: Any, items: list[PaymentCleared], batch_ids: list[str], now: datetime
+) -> None:
     await connection.execute(
         """
         INSERT INTO settlement_items (payment_id, batch_id, merchant_id, currency, gross_minor, fee_minor,
@@ -135,15 +138,22 @@ async def _add_items(connection: Any, items: list[PaymentCleared], batch_ids: li
         SELECT *, $9::timestamptz FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
                                  $6::bigint[], $7::bigint[], $8::timestamptz[])
         """,
-        [i.payment_id for i in items], batch_ids, [i.merchant_id for i in items], [i.currency for i in items],
-        [i.gross_minor for i in items], [i.fee_minor for i in items], [i.net_minor for i in items],
+        [i.payment_id for i in items],
+        batch_ids,
+        [i.merchant_id for i in items],
+        [i.currency for i in items],
+        [i.gross_minor for i in items],
+        [i.fee_minor for i in items],
+        [i.net_minor for i in items],
         [i.event_time for i in items],
         now,
     )
     await connection.execute(
         """UPDATE payments AS p SET batch_id = v.batch, updated_at = $3
            FROM unnest($1::text[], $2::text[]) AS v(id, batch) WHERE p.payment_id = v.id""",
-        [i.payment_id for i in items], batch_ids, now,
+        [i.payment_id for i in items],
+        batch_ids,
+        now,
     )
 
 
@@ -172,12 +182,18 @@ async def close_due_batches(connection: Any, now: datetime) -> list[str]:
             net = by_batch[row["batch_id"]]["net"] if row["batch_id"] in by_batch else 0
             if net > 0:
                 currency = row["currency"].strip()
-                journals.append(journal(
-                    f"pay:{row['batch_id']}", "payout", currency,
-                    [(merchant_pending_account(row["merchant_id"], currency), -net),
-                     (payout_clearing_account(currency), net)],
-                    batch_id=row["batch_id"],
-                ))
+                journals.append(
+                    journal(
+                        f"pay:{row['batch_id']}",
+                        "payout",
+                        currency,
+                        [
+                            (merchant_pending_account(row["merchant_id"], currency), -net),
+                            (payout_clearing_account(currency), net),
+                        ],
+                        batch_id=row["batch_id"],
+                    )
+                )
         if journals:
             await connection.execute(
                 """INSERT INTO accounts (account_id, kind, owner_id, currency)
@@ -232,33 +248,45 @@ async def _unpublished(connection: Any) -> tuple[list[Output], list[str]]:
     )
     outputs: list[Output] = []
     for b in batches:
-        outputs.append(Output(SETTLEMENTS_CLOSED, b["merchant_id"], SettlementBatchClosed(
-            event_id=batch_closed_event_id(b["batch_id"]),
-            batch_id=b["batch_id"],
-            merchant_id=b["merchant_id"],
-            currency=b["currency"].strip(),
-            cycle_start=b["cycle_start"],
-            cycle_end=b["cycle_end"],
-            item_count=b["item_count"],
-            gross_minor=b["gross_minor"],
-            fee_minor=b["fee_minor"],
-            net_minor=b["net_minor"],
-            payout_journal_id=b["payout_journal_id"],
-            closed_at=b["closed_at"],
-        )))
+        outputs.append(
+            Output(
+                SETTLEMENTS_CLOSED,
+                b["merchant_id"],
+                SettlementBatchClosed(
+                    event_id=batch_closed_event_id(b["batch_id"]),
+                    batch_id=b["batch_id"],
+                    merchant_id=b["merchant_id"],
+                    currency=b["currency"].strip(),
+                    cycle_start=b["cycle_start"],
+                    cycle_end=b["cycle_end"],
+                    item_count=b["item_count"],
+                    gross_minor=b["gross_minor"],
+                    fee_minor=b["fee_minor"],
+                    net_minor=b["net_minor"],
+                    payout_journal_id=b["payout_journal_id"],
+                    closed_at=b["closed_at"],
+                ),
+            )
+        )
     for item in items:
-        outputs.append(Output(PAYMENTS_OUTCOMES, item["payment_id"], PaymentOutcome(
-            event_id=outcome_event_id(item["payment_id"], "settled"),
-            payment_id=item["payment_id"],
-            status="settled",
-            stage="settlement",
-            reasons=[],
-            payer_account=item["payer_account"],
-            merchant_id=item["merchant_id"],
-            amount_minor=item["amount_minor"],
-            currency=item["currency"].strip(),
-            created_at=item["created_at"],
-            occurred_at=item["settled_at"],
-            batch_id=item["batch_id"],
-        )))
+        outputs.append(
+            Output(
+                PAYMENTS_OUTCOMES,
+                item["payment_id"],
+                PaymentOutcome(
+                    event_id=outcome_event_id(item["payment_id"], "settled"),
+                    payment_id=item["payment_id"],
+                    status="settled",
+                    stage="settlement",
+                    reasons=[],
+                    payer_account=item["payer_account"],
+                    merchant_id=item["merchant_id"],
+                    amount_minor=item["amount_minor"],
+                    currency=item["currency"].strip(),
+                    created_at=item["created_at"],
+                    occurred_at=item["settled_at"],
+                    batch_id=item["batch_id"],
+                ),
+            )
+        )
     return outputs, batch_ids

@@ -30,9 +30,7 @@ def available_migrations() -> list[Migration]:
     for item in folder.iterdir():
         match = _FILE_NAME.match(item.name)
         if match:
-            found.append(
-                Migration(int(match.group("version")), match.group("name"), item.read_text())
-            )
+            found.append(Migration(int(match.group("version")), match.group("name"), item.read_text()))
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
     assert len(set(versions)) == len(versions), f"duplicate migration versions: {versions}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import asyncpg
@@ -36,7 +35,7 @@ async def create_pool(settings: Settings, size_max: int | None = None) -> Any:
             timeout=CONNECT_TIMEOUT_S,
             command_timeout=120,
         )
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as error:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as error:
         raise ServiceUnavailableError(
             f"cannot connect to PostgreSQL at {_redacted(settings.database_url)}: {error}"
             " (is the stack up? try: paystream stack up)"
@@ -46,7 +45,7 @@ async def create_pool(settings: Settings, size_max: int | None = None) -> Any:
 async def connect(settings: Settings) -> Any:
     try:
         connection = await asyncpg.connect(settings.database_url, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as error:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as error:
         raise ServiceUnavailableError(
             f"cannot connect to PostgreSQL at {_redacted(settings.database_url)}: {error}"
             " (is the stack up? try: paystream stack up)"

@@ -73,9 +73,7 @@ class Stage(Protocol[E]):
     input_topic: str
     input_type: type[E]
 
-    async def apply(
-        self, connection: Any, records: Sequence[Accepted[E]], now: datetime
-    ) -> StageResult: ...
+    async def apply(self, connection: Any, records: Sequence[Accepted[E]], now: datetime) -> StageResult: ...
 
     async def tick(self, pool: Any, now: datetime) -> Tick | None:
         """Work not driven by input (closing settlement batches on time); None when idle."""

@@ -16,6 +16,7 @@ again with the same event ids, and the next stage ignores the repeats.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -37,7 +38,7 @@ from aiokafka.errors import (
 from paystream.errors import PaystreamError
 from paystream.kafka import make_consumer, make_producer
 from paystream.settings import Settings
-from paystream.stage.contract import E, Accepted, Origin, Output, Refused, Stage, StageResult
+from paystream.stage.contract import Accepted, E, Origin, Output, Refused, Stage, StageResult
 from paystream.stage.crash import CrashSwitch
 from paystream.stage.dead_letters import dead_letter_outputs, store_dead_letters
 from paystream.stage.fencing import NO_OFFSET, FencedError, advance, claim_partitions
@@ -47,7 +48,9 @@ log = structlog.get_logger("paystream.stage")
 
 # SQLSTATEs worth a retry: serialization failure, deadlock, admin shutdown,
 # crash shutdown, cannot connect now, too many connections.
-RETRIABLE_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300", "08000", "08003", "08006"})
+RETRIABLE_SQLSTATES = frozenset(
+    {"40001", "40P01", "57P01", "57P02", "57P03", "53300", "08000", "08003", "08006"}
+)
 
 
 class RetriesExhaustedError(Exception):
@@ -153,8 +156,10 @@ class StageLoop(Generic[E]):
                 if committed is not None and claim.next_offset != NO_OFFSET and committed > claim.next_offset:
                     log.warning(
                         "kafka offset ahead of database; resuming from the database",
-                        stage=self.stage.name, partition=tp.partition,
-                        kafka_offset=committed, database_offset=claim.next_offset,
+                        stage=self.stage.name,
+                        partition=tp.partition,
+                        kafka_offset=committed,
+                        database_offset=claim.next_offset,
                     )
                 position = max(min(candidates), beginnings[tp]) if candidates else beginnings[tp]
                 self.consumer.seek(tp, position)
@@ -187,12 +192,16 @@ class StageLoop(Generic[E]):
                 ticked = await self._maybe_tick()
                 if ticked:
                     idle_since = time.monotonic()
-                if idle_exit_ms is not None and not records and not ticked:
-                    if (time.monotonic() - idle_since) * 1000 >= idle_exit_ms and self.consumer.assignment():
-                        break
+                if idle_exit_ms is not None and self._idle_long_enough(idle_since, idle_exit_ms):
+                    break
         finally:
             await self._shutdown()
         return self.stats
+
+    def _idle_long_enough(self, idle_since: float, idle_exit_ms: int) -> bool:
+        """Burst mode: idle that long, and only once partitions were assigned (else nothing ran yet)."""
+        idle_ms = (time.monotonic() - idle_since) * 1000
+        return idle_ms >= idle_exit_ms and bool(self.consumer.assignment())
 
     async def _shutdown(self) -> None:
         # Every processed batch was committed inside process_batch: stopping
@@ -230,7 +239,9 @@ class StageLoop(Generic[E]):
                     origin = Origin(tp.topic, tp.partition, record.offset)
                     decoded = self.decoder.decode(record.value)
                     if isinstance(decoded, Invalid):
-                        refused.append(Refused(origin, decoded.field, decoded.rule, decoded.detail, record.value or b""))
+                        refused.append(
+                            Refused(origin, decoded.field, decoded.rule, decoded.detail, record.value or b"")
+                        )
                     else:
                         accepted.append(Accepted(origin, decoded))
             spans = {tp.partition: (rs[0].offset, rs[-1].offset + 1) for tp, rs in owned.items()}
@@ -238,11 +249,16 @@ class StageLoop(Generic[E]):
 
             # Step 2: one transaction for the whole batch, fenced by epoch.
             try:
-                result = await self._retrying("apply batch", lambda: self._apply(accepted, refused, spans, now))
+                result = await self._retrying(
+                    "apply batch", lambda: self._apply(accepted, refused, spans, now)
+                )
             except FencedError as fenced:
                 self.stats.fenced += 1
-                log.warning("batch fenced: another consumer owns the partitions now",
-                            stage=self.stage.name, partitions=fenced.partitions)
+                log.warning(
+                    "batch fenced: another consumer owns the partitions now",
+                    stage=self.stage.name,
+                    partitions=fenced.partitions,
+                )
                 self._rewind(owned)
                 return
             self.crash.at("after_db_commit")
@@ -288,9 +304,7 @@ class StageLoop(Generic[E]):
             for output in outputs
         ]
         if futures:
-            await asyncio.wait_for(
-                asyncio.gather(*futures), timeout=self.settings.produce_timeout_ms / 1000
-            )
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=self.settings.produce_timeout_ms / 1000)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
@@ -301,16 +315,18 @@ class StageLoop(Generic[E]):
             # batch harmlessly. Not ignored: counted, logged, and the loop
             # stops trusting its assignment until the rebalance completes.
             self.stats.commit_failures += 1
-            log.warning("offset commit failed after a rebalance; the new owner replays the batch",
-                        stage=self.stage.name, error=str(error))
+            log.warning(
+                "offset commit failed after a rebalance; the new owner replays the batch",
+                stage=self.stage.name,
+                error=str(error),
+            )
 
     def _rewind(self, batch: dict[TopicPartition, list[Any]]) -> None:
         """Seek back to the batch start so a fenced batch is never skipped."""
         for tp, records in batch.items():
-            try:
+            # No longer assigned: its new owner resumes from the commit.
+            with contextlib.suppress(IllegalStateError):
                 self.consumer.seek(tp, records[0].offset)
-            except IllegalStateError:
-                pass  # no longer assigned: its new owner resumes from the commit
 
     async def _maybe_tick(self) -> bool:
         interval_s = self.settings.settlement_close_interval_ms / 1000
@@ -344,8 +360,13 @@ class StageLoop(Generic[E]):
                         f"{what} kept failing for {self.settings.retry_duration_ms_max} ms: {error}"
                     ) from error
                 self.stats.retries += 1
-                log.warning("transient failure, retrying", stage=self.stage.name, action=what,
-                            error=f"{type(error).__name__}: {error}", backoff_ms=backoff_ms)
+                log.warning(
+                    "transient failure, retrying",
+                    stage=self.stage.name,
+                    action=what,
+                    error=f"{type(error).__name__}: {error}",
+                    backoff_ms=backoff_ms,
+                )
                 await asyncio.sleep(backoff_ms / 1000)
                 backoff_ms = min(backoff_ms * 2, self.settings.retry_backoff_ms_max)
 

@@ -21,7 +21,11 @@ def test_daily_cycle_and_cutoff() -> None:
 
 
 @given(
-    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),
+    st.datetimes(
+        min_value=datetime(2000, 1, 1),  # noqa: DTZ001 - hypothesis bounds are naive
+        max_value=datetime(2100, 1, 1),  # noqa: DTZ001
+        timezones=st.just(UTC),
+    ),
     st.integers(min_value=1, max_value=86_400 * 7),
 )
 def test_event_time_falls_inside_its_cycle(at: datetime, cycle_s: int) -> None:

@@ -47,7 +47,11 @@ def test_ordinary_payment_is_approved() -> None:
 
 def test_each_blocklist_fires() -> None:
     ctx = context()
-    ctx.blocked = {("payer", "payer-1"): "fraud", ("merchant", "m-2"): "chargebacks", ("country", "KP"): "sanctions"}
+    ctx.blocked = {
+        ("payer", "payer-1"): "fraud",
+        ("merchant", "m-2"): "chargebacks",
+        ("country", "KP"): "sanctions",
+    }
     assert codes(assess(payment(), ctx)) == ["blocked_payer"]
     assert codes(assess(payment(payer_account="payer-2", merchant_id="m-2"), ctx)) == ["blocked_merchant"]
     assert codes(assess(payment(payer_account="payer-2", country="KP"), ctx)) == ["blocked_country"]
