@@ -16,7 +16,9 @@ import msgspec
 E = TypeVar("E", bound=msgspec.Struct)
 
 _ENCODER = msgspec.json.Encoder()
-_AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+# msgspec ends a message with " - at `$.a.b`", or " - at `key` in `$.a`" when a
+# map's key (not its value) is wrong.
+_AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`)?\Z", re.DOTALL)
 _NAMED_FIELD = re.compile(r"field `(?P<name>[^`]+)`")
 
 
@@ -58,6 +60,8 @@ def _reason(message: str, default_rule: str) -> Invalid:
     assert match is not None  # the pattern matches any string
     text = match.group("message")
     path = (match.group("path") or "").lstrip(".")
+    if match.group("key"):
+        text = f"{text} (in a key of `{path or '$'}`)"
     named = _NAMED_FIELD.search(text)
     if text.startswith("Object missing required field") and named:
         return Invalid(_join(path, named.group("name")), "required", text)
@@ -65,6 +69,12 @@ def _reason(message: str, default_rule: str) -> Invalid:
         return Invalid(_join(path, named.group("name")), "unknown_field", text)
     if text.startswith("Invalid enum value"):
         return Invalid(path or "$", "enum", text)
+    if text.startswith("Invalid RFC3339"):
+        # Not a timestamp at all (as opposed to one without an offset: "timezone").
+        return Invalid(path or "$", "format", text)
+    if text.startswith("Number out of range"):
+        # A JSON number too large for any integer or float (1e400).
+        return Invalid(path or "$", "range", text)
     if text.startswith("Expected `"):
         rule = "range" if any(op in text for op in (">=", "<=", " > ", " < ")) else "type"
         if "matching regex" in text:
