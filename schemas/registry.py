@@ -1,0 +1,223 @@
+"""Every event contract by name, and its JSON Schema for publishers in other languages.
+
+The JSON Schema files in `schemas/json/` are generated from the same msgspec
+Structs the workers decode with, so the two cannot disagree by hand-editing.
+`python -m schemas write` regenerates them; `python -m schemas check` (and a
+unit test) fail when the committed files drift from the code.
+
+What the generation adds to `msgspec.json.schema()`:
+
+- the event's own object is the document root (msgspec puts it behind a
+  `$ref`), with `$schema` (draft 2020-12), a stable `$id`, `title` and the
+  docstring as `description`;
+- `additionalProperties: false` on every Struct object, because decoding
+  forbids unknown fields (msgspec already emits it; it is asserted, not assumed);
+- regex patterns in the JSON Schema dialect: Python's `\\Z` ("end of text")
+  becomes ECMA-262's `$`. A pattern ending in a bare `$` is refused, because in
+  Python that `$` also matches before a trailing newline.
+
+Datetimes come out of msgspec as `{"type": "string", "format": "date-time"}`:
+RFC 3339's date-time always carries an offset, which is what `Meta(tz=True)`
+demands, so nothing is added for the timezone.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+import msgspec
+
+from schemas.dead_letter import DeadLetter
+from schemas.payments import (
+    Event,
+    FundsHeld,
+    PaymentCleared,
+    PaymentOutcome,
+    PaymentRequested,
+    RiskAssessed,
+)
+from schemas.settlement import SettlementBatchClosed
+
+JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
+SCHEMA_ID_BASE: Final = "https://paystream.dev/schemas/"
+# Where the committed files live (shipped as package data, see pyproject.toml).
+SCHEMA_DIR: Final = Path(__file__).resolve().parent / "json"
+
+EVENT_TYPES: Final[Mapping[str, type[Event]]] = MappingProxyType(
+    {
+        "payment.requested": PaymentRequested,
+        "risk.assessed": RiskAssessed,
+        "funds.held": FundsHeld,
+        "payment.cleared": PaymentCleared,
+        "payment.outcome": PaymentOutcome,
+        "settlement.batch_closed": SettlementBatchClosed,
+        "dead_letter": DeadLetter,
+    }
+)
+
+
+class UnknownEventTypeError(KeyError):
+    """A schema name that is not in `EVENT_TYPES`."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown event type {name!r}; known: {', '.join(EVENT_TYPES)}")
+
+
+def event_struct(name: str) -> type[Event]:
+    try:
+        return EVENT_TYPES[name]
+    except KeyError:
+        raise UnknownEventTypeError(name) from None
+
+
+def event_version(name: str) -> int:
+    """The contract version, read from the Struct's `v` default (`v: Literal[1] = 1`)."""
+    return int(_field_default(event_struct(name), "v"))
+
+
+def schema_file_name(name: str) -> str:
+    return f"{name}.v{event_version(name)}.json"
+
+
+def schema_id(name: str) -> str:
+    return f"{SCHEMA_ID_BASE}{schema_file_name(name)}"
+
+
+def json_schema(event_type: str) -> dict[str, Any]:
+    """A standalone draft 2020-12 JSON Schema document for one event type."""
+    struct = event_struct(event_type)
+    generated = msgspec.json.schema(struct)
+    defs: dict[str, Any] = copy.deepcopy(generated.get("$defs", {}))
+    root_name = struct.__name__
+    if generated.get("$ref") != f"#/$defs/{root_name}" or root_name not in defs:
+        raise AssertionError(f"msgspec no longer puts {root_name} behind a $ref: {generated}")
+    root: dict[str, Any] = defs.pop(root_name)
+    if _mentions_ref(defs, f"#/$defs/{root_name}"):
+        # A recursive contract would need its references rewritten to "#".
+        raise AssertionError(f"{root_name} refers to itself; the registry cannot flatten it")
+
+    document: dict[str, Any] = {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "$id": schema_id(event_type),
+        **root,
+        "title": root_name,
+        "description": inspect.cleandoc(struct.__doc__ or root_name),
+    }
+    if defs:
+        document["$defs"] = defs
+    _normalise(document, event_type)
+    return document
+
+
+def render(event_type: str) -> str:
+    """The exact text of a schema file: sorted keys, 2-space indent, trailing newline."""
+    return json.dumps(json_schema(event_type), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_schema_files(directory: Path = SCHEMA_DIR) -> list[Path]:
+    """Write every event's schema file; returns the paths whose content changed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    changed: list[Path] = []
+    for name in EVENT_TYPES:
+        path = directory / schema_file_name(name)
+        text = render(name)
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8", newline="\n")
+            changed.append(path)
+    return changed
+
+
+def check_schema_files(directory: Path = SCHEMA_DIR) -> list[str]:
+    """How the files in `directory` differ from the code; empty when they match.
+
+    A file for a name or version the code no longer has is reported too: `write`
+    never deletes, so removing a published contract stays a deliberate act.
+    """
+    drift: list[str] = []
+    expected: set[str] = set()
+    for name in EVENT_TYPES:
+        file_name = schema_file_name(name)
+        expected.add(file_name)
+        path = directory / file_name
+        if not path.is_file():
+            drift.append(f"missing: {path}")
+        elif path.read_text(encoding="utf-8") != render(name):
+            drift.append(f"differs: {path}")
+    if directory.is_dir():
+        drift.extend(
+            f"unexpected: {path}" for path in sorted(directory.glob("*.json")) if path.name not in expected
+        )
+    return drift
+
+
+def _field_default(struct: type[msgspec.Struct], field_name: str) -> Any:
+    for field in msgspec.structs.fields(struct):
+        if field.name == field_name:
+            if field.default is msgspec.NODEFAULT:
+                break
+            return field.default
+    raise AssertionError(f"{struct.__name__}.{field_name} needs a default")
+
+
+def _mentions_ref(node: Any, ref: str) -> bool:
+    if isinstance(node, dict):
+        return node.get("$ref") == ref or any(_mentions_ref(v, ref) for v in node.values())
+    if isinstance(node, list):
+        return any(_mentions_ref(v, ref) for v in node)
+    return False
+
+
+def _normalise(node: Any, event_type: str) -> None:
+    """Walk the document in place: descriptions, closed objects, portable patterns."""
+    if isinstance(node, list):
+        for item in node:
+            _normalise(item, event_type)
+        return
+    if not isinstance(node, dict):
+        return
+    if isinstance(node.get("description"), str):
+        node["description"] = inspect.cleandoc(node["description"])
+    if node.get("type") == "object" and "properties" in node:
+        # A Struct object. Every contract forbids unknown fields when decoding;
+        # a Struct without that flag would make the schema lie, so it is refused.
+        if node.get("additionalProperties", False) is not False:
+            raise AssertionError(f"{event_type}: {node.get('title')} allows unknown fields")
+        node["additionalProperties"] = False
+    pattern = node.get("pattern")
+    if isinstance(pattern, str):
+        node["pattern"] = _ecma_pattern(pattern, event_type)
+    for key, value in node.items():
+        if key != "pattern":
+            _normalise(value, event_type)
+
+
+def _ecma_pattern(pattern: str, event_type: str) -> str:
+    """Translate a Python pattern's end anchor `\\Z` into ECMA-262's `$`."""
+    body, anchored = (pattern[:-2], True) if _ends_with_escape(pattern, "Z") else (pattern, False)
+    if _ends_with_unescaped(body, "$") or "\\Z" in body or "\\A" in body:
+        raise AssertionError(
+            f"{event_type}: pattern {pattern!r} must end in \\Z (Python's $ matches before a "
+            "trailing newline) and use no other Python-only anchors"
+        )
+    return body + "$" if anchored else body
+
+
+def _ends_with_escape(pattern: str, letter: str) -> bool:
+    """True when the pattern ends in the escape `\\<letter>` (not an escaped backslash)."""
+    if not pattern.endswith("\\" + letter):
+        return False
+    backslashes = len(pattern[:-1]) - len(pattern[:-1].rstrip("\\"))
+    return backslashes % 2 == 1
+
+
+def _ends_with_unescaped(pattern: str, char: str) -> bool:
+    if not pattern.endswith(char):
+        return False
+    backslashes = len(pattern[:-1]) - len(pattern[:-1].rstrip("\\"))
+    return backslashes % 2 == 0
