@@ -53,8 +53,8 @@ RETRIABLE_SQLSTATES = frozenset(
 )
 
 
-class RetriesExhaustedError(Exception):
-    """A transient failure outlasted retry_duration_ms_max; the worker exits uncommitted."""
+class RetriesExhaustedError(PaystreamError):
+    """A transient failure outlasted retry_duration_ms_max; the worker exits without committing."""
 
 
 @dataclass(slots=True)

@@ -1,0 +1,1 @@
+"""Fault injection: worker processes killed and restarted, services restarted, stages rescaled."""

@@ -1,0 +1,78 @@
+"""Everything a run needs before workers start: database, schema, topics, demo accounts.
+
+`isolated_settings` gives a run (a test session, a chaos run) its own topic
+namespace and its own database, so runs never see each other's data.
+"""
+
+from __future__ import annotations
+
+import re
+
+import asyncpg
+
+from paystream.db.migrate import migrate
+from paystream.db.pool import connect
+from paystream.errors import ServiceUnavailableError
+from paystream.seed import seed_world
+from paystream.settings import Settings
+from topology.apply import apply_topology
+
+_SAFE_NAME = re.compile(r"^[a-z0-9_]+$")
+
+
+def isolated_settings(base: Settings, run_id: str) -> Settings:
+    """Settings whose topics live under `run_id.` and whose database is `paystream_<run_id>`."""
+    name = run_id.lower().replace("-", "_")
+    assert _SAFE_NAME.match(name), run_id
+    return base.with_overrides(namespace=f"{run_id}.", database_url=_with_database(base.database_url, f"paystream_{name}"))
+
+
+def _with_database(url: str, database: str) -> str:
+    head, _, tail = url.rpartition("/")
+    query = f"?{tail.split('?', 1)[1]}" if "?" in tail else ""
+    return f"{head}/{database}{query}"
+
+
+def _database_name(url: str) -> str:
+    return url.rpartition("/")[2].split("?", 1)[0]
+
+
+async def create_database(settings: Settings) -> bool:
+    """Create the settings' database if it does not exist; True when created now."""
+    name = _database_name(settings.database_url)
+    assert _SAFE_NAME.match(name), name
+    admin_url = _with_database(settings.database_url, "postgres")
+    try:
+        admin = await asyncpg.connect(admin_url, timeout=10)
+    except (OSError, asyncpg.PostgresError) as error:
+        raise ServiceUnavailableError(f"cannot connect to PostgreSQL to create {name}: {error}") from error
+    try:
+        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        return not exists
+    finally:
+        await admin.close()
+
+
+async def drop_database(settings: Settings) -> None:
+    name = _database_name(settings.database_url)
+    assert _SAFE_NAME.match(name), name
+    admin = await asyncpg.connect(_with_database(settings.database_url, "postgres"), timeout=10)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def prepare_environment(settings: Settings, seed: bool = True) -> None:
+    """Database, migrations, topics and (by default) the demo world; idempotent."""
+    await create_database(settings)
+    connection = await connect(settings)
+    try:
+        await migrate(connection)
+        if seed:
+            await seed_world(connection)
+    finally:
+        await connection.close()
+    await apply_topology(settings)

@@ -1,0 +1,52 @@
+"""Read a whole topic from its beginning to its current end, outside any consumer group.
+
+For checks and tests: what exactly is on a topic, including re-delivered duplicates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from paystream.settings import Settings
+
+POLL_TIMEOUT_MS = 1_000
+EMPTY_POLLS_MAX = 30
+
+
+async def read_topic(settings: Settings, topic: str) -> list[Any]:
+    """Every record of `topic` (a namespaced name) up to the end offsets seen at the start."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - first use of a new topic
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        records: list[Any] = []
+        empty_polls = 0
+        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+            batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+            if not batch:
+                empty_polls += 1
+                if empty_polls > EMPTY_POLLS_MAX:
+                    raise TimeoutError(f"topic {topic} stopped short of its end offsets {ends}")
+                continue
+            empty_polls = 0
+            for tp_records in batch.values():
+                records.extend(tp_records)
+        return records
+    finally:
+        await consumer.stop()
