@@ -14,7 +14,8 @@ What the generation adds to `msgspec.json.schema()`:
   forbids unknown fields (msgspec already emits it; it is asserted, not assumed);
 - regex patterns in the JSON Schema dialect: Python's `\\Z` ("end of text")
   becomes ECMA-262's `$`. A pattern ending in a bare `$` is refused, because in
-  Python that `$` also matches before a trailing newline.
+  Python that `$` also matches before a trailing newline;
+- one `examples` document per event (`EXAMPLES` below), which the tests decode.
 
 Datetimes come out of msgspec as `{"type": "string", "format": "date-time"}`:
 RFC 3339's date-time always carries an offset, which is what `Meta(tz=True)`
@@ -27,13 +28,14 @@ import copy
 import inspect
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
 import msgspec
 
-from schemas.dead_letter import DeadLetter
+from schemas.dead_letter import DeadLetter, dead_letter_event_id
 from schemas.payments import (
     Event,
     FundsHeld,
@@ -41,8 +43,12 @@ from schemas.payments import (
     PaymentOutcome,
     PaymentRequested,
     RiskAssessed,
+    clearing_event_id,
+    funds_event_id,
+    outcome_event_id,
+    risk_event_id,
 )
-from schemas.settlement import SettlementBatchClosed
+from schemas.settlement import SettlementBatchClosed, batch_closed_event_id
 
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_ID_BASE: Final = "https://paystream.dev/schemas/"
@@ -60,6 +66,102 @@ EVENT_TYPES: Final[Mapping[str, type[Event]]] = MappingProxyType(
         "dead_letter": DeadLetter,
     }
 )
+
+
+_REQUESTED = PaymentRequested(
+    payment_id="pay-20260301-0001",
+    payer_account="acct-payer-17",
+    merchant_id="m-coffee-42",
+    amount_minor=1250,
+    currency="EUR",
+    country="DE",
+    method="card",
+    created_at=datetime(2026, 3, 1, 9, 30, 0, 125000, tzinfo=UTC),
+    metadata={"order_ref": "A-1001"},
+)
+_AT = datetime(2026, 3, 1, 9, 30, 1, tzinfo=UTC)
+_BATCH_ID = "m-coffee-42:EUR:20260301T000000Z"
+
+# One realistic document per contract: written into the schema files as
+# `examples`, and decoded by the tests so an example can never be invalid.
+EXAMPLES: Final[Mapping[str, Event]] = MappingProxyType(
+    {
+        "payment.requested": _REQUESTED,
+        "risk.assessed": RiskAssessed(
+            event_id=risk_event_id(_REQUESTED.payment_id),
+            decision="approved",
+            reasons=[],
+            assessed_at=_AT,
+            payment=_REQUESTED,
+        ),
+        "funds.held": FundsHeld(
+            event_id=funds_event_id(_REQUESTED.payment_id),
+            hold_id=f"hold:{_REQUESTED.payment_id}",
+            held_at=_AT,
+            payment=_REQUESTED,
+        ),
+        "payment.cleared": PaymentCleared(
+            event_id=clearing_event_id(_REQUESTED.payment_id),
+            payment_id=_REQUESTED.payment_id,
+            payer_account=_REQUESTED.payer_account,
+            merchant_id=_REQUESTED.merchant_id,
+            currency="EUR",
+            gross_minor=1250,
+            fee_minor=39,
+            net_minor=1211,
+            journal_id=f"clr:{_REQUESTED.payment_id}",
+            event_time=_REQUESTED.created_at,
+            cleared_at=_AT,
+        ),
+        "payment.outcome": PaymentOutcome(
+            event_id=outcome_event_id(_REQUESTED.payment_id, "declined"),
+            payment_id=_REQUESTED.payment_id,
+            status="declined",
+            stage="funds",
+            reasons=["insufficient_funds"],
+            payer_account=_REQUESTED.payer_account,
+            merchant_id=_REQUESTED.merchant_id,
+            amount_minor=1250,
+            currency="EUR",
+            created_at=_REQUESTED.created_at,
+            occurred_at=_AT,
+        ),
+        "settlement.batch_closed": SettlementBatchClosed(
+            event_id=batch_closed_event_id(_BATCH_ID),
+            batch_id=_BATCH_ID,
+            merchant_id="m-coffee-42",
+            currency="EUR",
+            cycle_start=datetime(2026, 3, 1, tzinfo=UTC),
+            cycle_end=datetime(2026, 3, 2, tzinfo=UTC),
+            item_count=2,
+            gross_minor=2500,
+            fee_minor=78,
+            net_minor=2422,
+            payout_journal_id=f"payout:{_BATCH_ID}",
+            closed_at=datetime(2026, 3, 2, 0, 5, 0, tzinfo=UTC),
+        ),
+        "dead_letter": DeadLetter(
+            event_id=dead_letter_event_id("risk", "payments.requested", 3, 1042),
+            stage="risk",
+            origin_topic="payments.requested",
+            origin_partition=3,
+            origin_offset=1042,
+            field="amount_minor",
+            rule="range",
+            detail="Expected `int` >= 1",
+            raw_text='{"payment_id":"pay-x","amount_minor":0}',
+            raw_bytes=39,
+            received_at=_AT,
+        ),
+    }
+)
+
+
+def example_document(event_type: str) -> dict[str, Any]:
+    """The example of an event as JSON-ready builtins (what goes on the wire)."""
+    event_struct(event_type)
+    document: dict[str, Any] = msgspec.to_builtins(EXAMPLES[event_type])
+    return document
 
 
 class UnknownEventTypeError(KeyError):
@@ -108,6 +210,7 @@ def json_schema(event_type: str) -> dict[str, Any]:
         **root,
         "title": root_name,
         "description": inspect.cleandoc(struct.__doc__ or root_name),
+        "examples": [example_document(event_type)],
     }
     if defs:
         document["$defs"] = defs
@@ -173,28 +276,38 @@ def _mentions_ref(node: Any, ref: str) -> bool:
     return False
 
 
-def _normalise(node: Any, event_type: str) -> None:
-    """Walk the document in place: descriptions, closed objects, portable patterns."""
-    if isinstance(node, list):
-        for item in node:
-            _normalise(item, event_type)
-        return
-    if not isinstance(node, dict):
-        return
-    if isinstance(node.get("description"), str):
-        node["description"] = inspect.cleandoc(node["description"])
-    if node.get("type") == "object" and "properties" in node:
+# Keywords whose value is a subschema, a list of them, or a map of name -> subschema.
+# Everything else (examples, defaults, enum values) is instance data and left alone.
+_SUBSCHEMA: Final = frozenset(
+    {"items", "additionalProperties", "propertyNames", "contains", "not", "if", "then", "else"}
+)
+_SUBSCHEMA_LISTS: Final = frozenset({"anyOf", "oneOf", "allOf", "prefixItems"})
+_SUBSCHEMA_MAPS: Final = frozenset({"properties", "patternProperties", "$defs", "dependentSchemas"})
+
+
+def _normalise(schema: Any, event_type: str) -> None:
+    """Walk a (sub)schema in place: descriptions, closed objects, portable patterns."""
+    if not isinstance(schema, dict):
+        return  # `true`/`false` schemas
+    if isinstance(schema.get("description"), str):
+        schema["description"] = inspect.cleandoc(schema["description"])
+    if schema.get("type") == "object" and "properties" in schema:
         # A Struct object. Every contract forbids unknown fields when decoding;
         # a Struct without that flag would make the schema lie, so it is refused.
-        if node.get("additionalProperties", False) is not False:
-            raise AssertionError(f"{event_type}: {node.get('title')} allows unknown fields")
-        node["additionalProperties"] = False
-    pattern = node.get("pattern")
-    if isinstance(pattern, str):
-        node["pattern"] = _ecma_pattern(pattern, event_type)
-    for key, value in node.items():
-        if key != "pattern":
+        if schema.get("additionalProperties", False) is not False:
+            raise AssertionError(f"{event_type}: {schema.get('title')} allows unknown fields")
+        schema["additionalProperties"] = False
+    if isinstance(schema.get("pattern"), str):
+        schema["pattern"] = _ecma_pattern(schema["pattern"], event_type)
+    for keyword, value in schema.items():
+        if keyword in _SUBSCHEMA:
             _normalise(value, event_type)
+        elif keyword in _SUBSCHEMA_LISTS:
+            for item in value:
+                _normalise(item, event_type)
+        elif keyword in _SUBSCHEMA_MAPS:
+            for item in value.values():
+                _normalise(item, event_type)
 
 
 def _ecma_pattern(pattern: str, event_type: str) -> str:
