@@ -312,25 +312,22 @@ def _normalise(schema: Any, event_type: str) -> None:
 
 def _ecma_pattern(pattern: str, event_type: str) -> str:
     """Translate a Python pattern's end anchor `\\Z` into ECMA-262's `$`."""
-    body, anchored = (pattern[:-2], True) if _ends_with_escape(pattern, "Z") else (pattern, False)
-    if _ends_with_unescaped(body, "$") or "\\Z" in body or "\\A" in body:
+    escapes: list[tuple[int, str]] = []  # (position of the backslash, escaped character)
+    position = 0
+    while position < len(pattern):
+        if pattern[position] == "\\" and position + 1 < len(pattern):
+            escapes.append((position, pattern[position + 1]))
+            position += 2
+        else:
+            position += 1
+    python_only = [(at, char) for at, char in escapes if char in "AZ"]
+    anchored = bool(python_only) and python_only[-1] == (len(pattern) - 2, "Z")
+    if anchored:
+        python_only.pop()
+    ends_in_escaped_char = bool(escapes) and escapes[-1][0] == len(pattern) - 2
+    if python_only or (pattern.endswith("$") and not ends_in_escaped_char):
         raise AssertionError(
             f"{event_type}: pattern {pattern!r} must end in \\Z (Python's $ matches before a "
             "trailing newline) and use no other Python-only anchors"
         )
-    return body + "$" if anchored else body
-
-
-def _ends_with_escape(pattern: str, letter: str) -> bool:
-    """True when the pattern ends in the escape `\\<letter>` (not an escaped backslash)."""
-    if not pattern.endswith("\\" + letter):
-        return False
-    backslashes = len(pattern[:-1]) - len(pattern[:-1].rstrip("\\"))
-    return backslashes % 2 == 1
-
-
-def _ends_with_unescaped(pattern: str, char: str) -> bool:
-    if not pattern.endswith(char):
-        return False
-    backslashes = len(pattern[:-1]) - len(pattern[:-1].rstrip("\\"))
-    return backslashes % 2 == 0
+    return pattern[:-2] + "$" if anchored else pattern
