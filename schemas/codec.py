@@ -19,7 +19,8 @@ _ENCODER = msgspec.json.Encoder()
 # msgspec ends a message with " - at `$.a.b`", or " - at `key` in `$.a`" when a
 # map's key (not its value) is wrong.
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`)?\Z", re.DOTALL)
-_NAMED_FIELD = re.compile(r"field `(?P<name>[^`]+)`")
+# The name runs to the message's last backtick: a JSON key may be empty or hold backticks.
+_NAMED_FIELD = re.compile(r"field `(?P<name>.*)`\Z", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,7 @@ def _reason(message: str, default_rule: str) -> Invalid:
 
 
 def _join(path: str, name: str) -> str:
+    name = name or '""'  # an empty key, spelled so a log line still shows a field
     return f"{path}.{name}" if path else name
 
 

@@ -240,6 +240,14 @@ INVALID_CASES: list[tuple[str, str, bytes, str, str]] = [
         "unknown_field",
     ),
     (
+        "nested unknown empty key",
+        "funds.held",
+        raw(document("funds.held", payment={"": None})),
+        'payment.""',
+        "unknown_field",
+    ),
+    ("unknown field with a backtick", _REQ, raw(document(_REQ, **{"a`b": 1})), "a`b", "unknown_field"),
+    (
         "reason too long",
         "payment.outcome",
         raw(document("payment.outcome", reasons=["ok", "x" * 201])),
