@@ -118,7 +118,7 @@ EXAMPLES: Final[Mapping[str, Event]] = MappingProxyType(
             payment_id=_REQUESTED.payment_id,
             status="declined",
             stage="funds",
-            reasons=["insufficient_funds"],
+            reasons=["insufficient_funds: available 800 < amount 1250"],
             payer_account=_REQUESTED.payer_account,
             merchant_id=_REQUESTED.merchant_id,
             amount_minor=1250,
@@ -137,7 +137,7 @@ EXAMPLES: Final[Mapping[str, Event]] = MappingProxyType(
             gross_minor=2500,
             fee_minor=78,
             net_minor=2422,
-            payout_journal_id=f"payout:{_BATCH_ID}",
+            payout_journal_id=f"pay:{_BATCH_ID}",
             closed_at=datetime(2026, 3, 2, 0, 5, 0, tzinfo=UTC),
         ),
         "dead_letter": DeadLetter(
