@@ -273,6 +273,11 @@ def test_where_they_differ_is_what_the_docs_say() -> None:
     # The decoder is more lenient than RFC 3339 here; a schema-valid document is never hurt.
     assert both(document(_REQ, created_at="2026-03-01 09:30:00Z")) == (False, True)
     assert both(document(_REQ, created_at="2026-03-01T09:30:00+0530")) == (False, True)
+    # An unpaired surrogate escape: Python's json (and so the validator) takes it; msgspec refuses.
+    text = json.dumps(document(_REQ, metadata={"k": "x"})).replace('"x"', '"\\ud800"')
+    assert check.is_valid(json.loads(text))
+    refused = decoder.decode(text.encode())
+    assert isinstance(refused, Invalid) and refused.rule == "json"
     # A repeated key: both see the last value (JSON parsers differ; don't send them).
     text = json.dumps(document(_REQ))[:-1] + ', "amount_minor": 0}'
     assert not check.is_valid(json.loads(text))

@@ -319,10 +319,16 @@ def test_a_record_without_a_value_is_required() -> None:
 
 def test_the_first_problem_in_document_order_is_reported() -> None:
     # msgspec stops at the first error it meets; the reason is one field, not a list.
-    doc = document(_REQ, amount_minor=0, currency="XXX")
-    result = decode(_REQ, raw(doc))
-    assert isinstance(result, Invalid)
-    assert result.field in {"amount_minor", "currency"}
+    first = decode(_REQ, b'{"currency": "XXX", "amount_minor": 0}')
+    assert isinstance(first, Invalid) and first.field == "currency"
+    first = decode(_REQ, b'{"amount_minor": 0, "currency": "XXX"}')
+    assert isinstance(first, Invalid) and first.field == "amount_minor"
+    # A value is checked as soon as it is read, before a later syntax error ...
+    early = decode(_REQ, b'{"amount_minor": 0, "payment_id": "p')
+    assert isinstance(early, Invalid) and (early.field, early.rule) == ("amount_minor", "range")
+    # ... and a missing field is noticed when its object closes, before trailing bytes.
+    closed = decode(_REQ, b'{"payment_id": "p-1"} trailing')
+    assert isinstance(closed, Invalid) and (closed.field, closed.rule) == ("payer_account", "required")
 
 
 def test_risk_assessed_carries_the_full_payment() -> None:
