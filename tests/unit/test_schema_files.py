@@ -19,6 +19,7 @@ from jsonschema.validators import validator_for
 
 from schemas.__main__ import main
 from schemas.codec import Decoder, Invalid
+from schemas.payments import PaymentRequested
 from schemas.registry import (
     EVENT_TYPES,
     SCHEMA_DIR,
@@ -30,6 +31,7 @@ from schemas.registry import (
 )
 
 MISSING = object()
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "reference"
 
 
 def committed(event_type: str) -> dict[str, Any]:
@@ -287,3 +289,31 @@ def test_where_they_differ_is_what_the_docs_say() -> None:
 def test_the_json_pattern_is_ecma_anchored() -> None:
     pattern = committed(_REQ)["properties"]["payment_id"]["pattern"]
     assert pattern == "^[A-Za-z0-9_.:\\-]+$"
+
+
+# --- the reference docs keep up ------------------------------------------------------------
+
+RULES = {
+    "size", "json", "required", "unknown_field", "type", "enum", "range", "length", "pattern",
+    "timezone", "format", "schema", "idempotency_conflict", "hold_not_open",
+}  # fmt: skip
+
+
+def test_events_reference_has_a_section_and_a_file_for_every_event() -> None:
+    text = (DOCS / "events.md").read_text("utf-8")
+    for name in EVENT_TYPES:
+        assert f"\n## {name}\n" in text, name
+        assert f"`schemas/json/{schema_file_name(name)}`" in text, name
+
+
+def test_events_reference_documents_every_rule() -> None:
+    text = (DOCS / "events.md").read_text("utf-8")
+    for rule in RULES:
+        assert f"| `{rule}` |" in text, rule
+
+
+def test_events_reference_lists_every_field_of_payment_requested() -> None:
+    text = (DOCS / "events.md").read_text("utf-8")
+    section = text.split("\n## payment.requested\n", 1)[1].split("\n## ", 1)[0]
+    for field in PaymentRequested.__struct_fields__:
+        assert f"`{field}`" in section, field
