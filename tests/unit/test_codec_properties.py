@@ -87,7 +87,7 @@ _REQUESTED_VALIDATOR = Draft202012Validator(
 )
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(payments())
 def test_what_paystream_encodes_the_schema_file_accepts(payment: PaymentRequested) -> None:
     # What the Python publisher sends is what a publisher in another language may send.
