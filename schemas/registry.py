@@ -268,6 +268,14 @@ def _field_default(struct: type[msgspec.Struct], field_name: str) -> Any:
     raise AssertionError(f"{struct.__name__}.{field_name} needs a default")
 
 
+def _check_names() -> None:
+    """The registry's key is what the event says about itself in its `schema` field."""
+    for name, struct in EVENT_TYPES.items():
+        declared = _field_default(struct, "schema")
+        if declared != name:
+            raise AssertionError(f"EVENT_TYPES[{name!r}] is {struct.__name__}, whose schema is {declared!r}")
+
+
 def _mentions_ref(node: Any, ref: str) -> bool:
     if isinstance(node, dict):
         return node.get("$ref") == ref or any(_mentions_ref(v, ref) for v in node.values())
@@ -331,3 +339,6 @@ def _ecma_pattern(pattern: str, event_type: str) -> str:
             "trailing newline) and use no other Python-only anchors"
         )
     return pattern[:-2] + "$" if anchored else pattern
+
+
+_check_names()
