@@ -10,12 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from schemas.payments import PaymentRequested
 
 VELOCITY_SHORT_WINDOW = timedelta(minutes=10)
 VELOCITY_LONG_WINDOW = timedelta(hours=24)
+
+
+REASON_CHARS_MAX = 200  # the contract's bound on one reason
+
+
+def _utc_day(at: datetime) -> date:
+    """The UTC calendar day: one instant counts toward one day whatever offset the sender used."""
+    return at.astimezone(UTC).date()
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +52,7 @@ class RiskContext:
         self.payer_history.setdefault(payment.payer_account, []).append(
             (payment.created_at, payment.amount_minor)
         )
-        key = (payment.merchant_id, payment.currency, payment.created_at.date())
+        key = (payment.merchant_id, payment.currency, _utc_day(payment.created_at))
         self.merchant_day_amount[key] = self.merchant_day_amount.get(key, 0) + payment.amount_minor
 
 
@@ -81,7 +89,7 @@ def assess(payment: PaymentRequested, context: RiskContext) -> tuple[str, ...]:
     limits = context.limits.get(payment.currency)
     if limits is None:
         reasons.append(f"currency_not_configured: no risk limits for {payment.currency}")
-        return tuple(reasons)
+        return tuple(reason[:REASON_CHARS_MAX] for reason in reasons)
     amount = payment.amount_minor
     if amount > limits.txn_amount_max_minor:
         reasons.append(f"txn_amount_limit: {amount} > {limits.txn_amount_max_minor}")
@@ -95,11 +103,11 @@ def assess(payment: PaymentRequested, context: RiskContext) -> tuple[str, ...]:
             reasons.append(f"payer_velocity_{label}_count: {count + 1} > {count_max}")
         if total + amount > amount_max:
             reasons.append(f"payer_velocity_{label}_amount: {total + amount} > {amount_max}")
-    day_key = (payment.merchant_id, payment.currency, payment.created_at.date())
+    day_key = (payment.merchant_id, payment.currency, _utc_day(payment.created_at))
     day_total = context.merchant_day_amount.get(day_key, 0) + amount
     if day_total > limits.merchant_daily_amount_max_minor:
         reasons.append(f"merchant_daily_limit: {day_total} > {limits.merchant_daily_amount_max_minor}")
-    return tuple(reasons)
+    return tuple(reason[:REASON_CHARS_MAX] for reason in reasons)
 
 
 def assess_batch(payments: Sequence[PaymentRequested], context: RiskContext) -> list[RiskDecision]:

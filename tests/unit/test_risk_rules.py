@@ -104,3 +104,27 @@ def test_same_batch_same_decisions(items: list[tuple[int, int]]) -> None:
     assert first == second
     approved_amount = sum(p.amount_minor for p, d in zip(batch, first, strict=True) if d.approved)
     assert approved_amount <= LIMITS.payer_24h_amount_max_minor
+
+
+def test_merchant_day_is_the_utc_day_whatever_the_offset() -> None:
+    from datetime import timezone
+
+    tokyo = timezone(timedelta(hours=9))
+    ctx = context()
+    # 08:00 in Tokyo on the 25th is 23:00 UTC on the 24th: the same UTC day as T0.
+    late = payment(1, amount=45_000, at=datetime(2026, 11, 25, 8, 0, tzinfo=tokyo), payer_account="payer-9")
+    assess_batch([payment(0, amount=9_000, payer_account="payer-8")], ctx)
+    ctx.limits = {"EUR": LIMITS}
+    assert codes(assess(late, ctx)) == [
+        "txn_amount_limit",
+        "payer_velocity_10m_amount",
+        "payer_velocity_24h_amount",
+        "merchant_daily_limit",
+    ]
+
+
+def test_long_blocklist_reason_is_cut_to_the_contract_bound() -> None:
+    ctx = context()
+    ctx.blocked = {("payer", "payer-1"): "x" * 500}
+    reasons = assess(payment(), ctx)
+    assert len(reasons[0]) == 200
