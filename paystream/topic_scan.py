@@ -15,6 +15,15 @@ POLL_TIMEOUT_MS = 1_000
 EMPTY_POLLS_MAX = 30
 
 
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The topic's partitions, fetching metadata first if this client has not seen the topic yet."""
+    partitions = consumer.partitions_for_topic(topic)
+    if partitions is None:
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call for it
+        partitions = consumer.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
 async def read_topic(settings: Settings, topic: str) -> list[Any]:
     """Every record of `topic` (a namespaced name) up to the end offsets seen at the start."""
     consumer = AIOKafkaConsumer(
@@ -25,11 +34,7 @@ async def read_topic(settings: Settings, topic: str) -> list[Any]:
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions is None:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - first use of a new topic
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await topic_partitions(consumer, topic)
         if not tps:
             return []
         consumer.assign(tps)
@@ -37,7 +42,7 @@ async def read_topic(settings: Settings, topic: str) -> list[Any]:
         ends = await consumer.end_offsets(tps)
         records: list[Any] = []
         empty_polls = 0
-        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+        while await _behind(consumer, tps, ends):
             batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
             if not batch:
                 empty_polls += 1
@@ -50,3 +55,12 @@ async def read_topic(settings: Settings, topic: str) -> list[Any]:
         return records
     finally:
         await consumer.stop()
+
+
+async def _behind(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], ends: dict[TopicPartition, int]
+) -> bool:
+    for tp in tps:
+        if await consumer.position(tp) < ends[tp]:
+            return True
+    return False

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from paystream.db.pool import connect
 from paystream.prepare import drop_database
 from paystream.publisher import PaymentPublisher
 from paystream.settings import Settings
-from paystream.topic_scan import read_topic
+from paystream.topic_scan import read_topic, topic_partitions
 from tests.support.pipeline import drain, fresh_environment, generate, publish, wait_terminal
 from topology.topics import FUNDS_HELD, PAYMENTS_APPROVED, PAYMENTS_REQUESTED
 
@@ -75,8 +75,8 @@ async def _rewind_group(settings: Settings, stage: str, topic: str) -> None:
     )
     await consumer.start()
     try:
-        partitions = sorted(consumer.partitions_for_topic(name) or [])
-        tps = [TopicPartition(name, p) for p in partitions]
+        tps = await topic_partitions(consumer, name)
+        assert tps
         consumer.assign(tps)
         await consumer.commit({tp: 0 for tp in tps})
     finally:

@@ -1,0 +1,219 @@
+"""Reconciliation: every invariant of the money model, checked in SQL at any moment.
+
+Each check is a query that returns the rows violating it (empty = holds).
+Only what must hold at every instant is checked: a payment in flight between
+two stages is not a violation, a payment with two clearing journals is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+EXAMPLES_MAX = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Invariant:
+    name: str
+    description: str
+    sql: str
+
+
+INVARIANTS: tuple[Invariant, ...] = (
+    Invariant(
+        "payment_status_matches_stage_records",
+        "each payment's one status agrees with what its stages recorded",
+        """
+        SELECT p.payment_id, p.status,
+               r.decision AS risk, h.status AS hold, c.payment_id IS NOT NULL AS cleared,
+               i.batch_id, b.status AS batch_status
+        FROM payments p
+        LEFT JOIN risk_decisions r USING (payment_id)
+        LEFT JOIN holds h USING (payment_id)
+        LEFT JOIN clearings c USING (payment_id)
+        LEFT JOIN settlement_items i USING (payment_id)
+        LEFT JOIN settlement_batches b ON b.batch_id = i.batch_id
+        WHERE r.payment_id IS NULL
+           OR (p.status = 'rejected') <> (r.decision = 'rejected')
+           OR (p.status = 'declined') <> (h.status IS NOT DISTINCT FROM 'declined')
+           OR (p.status = 'held' AND h.status IS DISTINCT FROM 'held')
+           OR (p.status IN ('cleared', 'settled') AND (c.payment_id IS NULL OR h.status IS DISTINCT FROM 'captured'))
+           OR (p.status = 'approved' AND h.payment_id IS NOT NULL AND h.status <> 'declined'
+               AND h.status <> 'held')
+           OR (p.status = 'settled') <> (b.status IS NOT DISTINCT FROM 'closed')
+        """,
+    ),
+    Invariant(
+        "journal_balances",
+        "every journal's entries sum to zero, in the journal's currency, and no journal is empty",
+        """
+        SELECT j.journal_id, j.currency, coalesce(sum(e.amount_minor), 0) AS total, count(e.entry_id) AS entries,
+               count(*) FILTER (WHERE e.currency <> j.currency) AS foreign_entries
+        FROM journals j LEFT JOIN entries e USING (journal_id)
+        GROUP BY j.journal_id, j.currency
+        HAVING coalesce(sum(e.amount_minor), 0) <> 0 OR count(e.entry_id) = 0
+            OR count(*) FILTER (WHERE e.currency <> j.currency) > 0
+        """,
+    ),
+    Invariant(
+        "ledger_sums_to_zero_per_currency",
+        "the sum of all entries per currency is zero",
+        "SELECT currency, sum(amount_minor) AS total FROM entries GROUP BY currency HAVING sum(amount_minor) <> 0",
+    ),
+    Invariant(
+        "customer_balance_matches_entries",
+        "a customer account's balance equals the sum of its entries",
+        """
+        SELECT a.account_id, a.balance_minor, coalesce(e.total, 0) AS entries_total
+        FROM accounts a
+        LEFT JOIN (SELECT account_id, sum(amount_minor) AS total FROM entries GROUP BY account_id) e
+            USING (account_id)
+        WHERE a.kind = 'customer' AND a.balance_minor <> coalesce(e.total, 0)
+        """,
+    ),
+    Invariant(
+        "customer_held_matches_open_holds",
+        "a customer account's held amount equals the sum of its open holds",
+        """
+        SELECT a.account_id, a.held_minor, coalesce(h.total, 0) AS open_holds
+        FROM accounts a
+        LEFT JOIN (SELECT account_id, sum(amount_minor) AS total FROM holds WHERE status = 'held'
+                   GROUP BY account_id) h USING (account_id)
+        WHERE a.kind = 'customer' AND a.held_minor <> coalesce(h.total, 0)
+        """,
+    ),
+    Invariant(
+        "available_not_negative",
+        "no customer's available balance is negative; no merchant, fee or payout account is overdrawn",
+        """
+        SELECT account_id, kind, balance_minor - held_minor AS available
+        FROM accounts WHERE kind = 'customer' AND balance_minor - held_minor < 0
+        UNION ALL
+        SELECT a.account_id, a.kind, sum(e.amount_minor)
+        FROM accounts a JOIN entries e USING (account_id)
+        WHERE a.kind IN ('merchant_pending', 'fee_revenue', 'payout_clearing')
+        GROUP BY a.account_id, a.kind HAVING sum(e.amount_minor) < 0
+        """,
+    ),
+    Invariant(
+        "one_effect_per_payment",
+        "at most one hold, clearing record and clearing journal per payment, one payout per batch",
+        """
+        SELECT 'clearing journal' AS effect, payment_id AS id, count(*) AS n FROM journals
+        WHERE kind = 'clearing' GROUP BY payment_id HAVING count(*) > 1
+        UNION ALL
+        SELECT 'payout journal', batch_id, count(*) FROM journals
+        WHERE kind = 'payout' GROUP BY batch_id HAVING count(*) > 1
+        UNION ALL
+        SELECT 'clearing entries', journal_id, count(*) FROM entries e JOIN journals j USING (journal_id)
+        WHERE j.kind = 'clearing' GROUP BY journal_id HAVING count(*) > 3
+        """,
+    ),
+    Invariant(
+        "clearing_matches_journal",
+        "each clearing's journal debits the payer gross and credits net and fee",
+        """
+        SELECT c.payment_id, c.gross_minor, c.fee_minor, c.net_minor,
+               sum(e.amount_minor) FILTER (WHERE e.account_id = c.payer_account) AS payer_leg
+        FROM clearings c JOIN entries e ON e.journal_id = c.journal_id
+        GROUP BY c.payment_id, c.gross_minor, c.fee_minor, c.net_minor
+        HAVING coalesce(sum(e.amount_minor) FILTER (WHERE e.account_id = c.payer_account), 0) <> -c.gross_minor
+            OR coalesce(sum(e.amount_minor) FILTER (WHERE e.amount_minor > 0), 0) <> c.gross_minor
+        """,
+    ),
+    Invariant(
+        "captured_hold_has_clearing",
+        "a captured hold has its clearing record, and a clearing has a captured hold",
+        """
+        SELECT h.payment_id, h.status, c.payment_id IS NOT NULL AS cleared
+        FROM holds h FULL JOIN clearings c USING (payment_id)
+        WHERE (h.status = 'captured') <> (c.payment_id IS NOT NULL)
+        """,
+    ),
+    Invariant(
+        "closed_batch_totals",
+        "a closed batch's totals equal the sums of its items, gross = fee + net, and its payout equals net",
+        """
+        SELECT b.batch_id, b.item_count, b.gross_minor, b.fee_minor, b.net_minor,
+               coalesce(i.n, 0) AS items, coalesce(i.gross, 0) AS items_gross, coalesce(p.amount, 0) AS payout
+        FROM settlement_batches b
+        LEFT JOIN (SELECT batch_id, count(*) AS n, sum(gross_minor) AS gross, sum(fee_minor) AS fee,
+                          sum(net_minor) AS net FROM settlement_items GROUP BY batch_id) i USING (batch_id)
+        LEFT JOIN (SELECT j.batch_id, sum(e.amount_minor) FILTER (WHERE e.amount_minor > 0) AS amount
+                   FROM journals j JOIN entries e USING (journal_id) WHERE j.kind = 'payout'
+                   GROUP BY j.batch_id) p USING (batch_id)
+        WHERE b.status = 'closed' AND (
+              b.item_count <> coalesce(i.n, 0) OR b.gross_minor <> coalesce(i.gross, 0)
+           OR b.fee_minor <> coalesce(i.fee, 0) OR b.net_minor <> coalesce(i.net, 0)
+           OR b.gross_minor <> b.fee_minor + b.net_minor
+           OR coalesce(p.amount, 0) <> b.net_minor
+           OR (b.net_minor > 0) <> (b.payout_journal_id IS NOT NULL))
+        """,
+    ),
+    Invariant(
+        "items_match_clearings",
+        "every settlement item carries exactly the amounts clearing recorded for its payment",
+        """
+        SELECT i.payment_id, i.gross_minor, i.fee_minor, i.net_minor, c.gross_minor AS cleared_gross
+        FROM settlement_items i LEFT JOIN clearings c USING (payment_id)
+        WHERE c.payment_id IS NULL OR (i.gross_minor, i.fee_minor, i.net_minor, i.merchant_id, i.currency)
+              <> (c.gross_minor, c.fee_minor, c.net_minor, c.merchant_id, c.currency)
+        """,
+    ),
+    Invariant(
+        "settled_once_and_none_missing",
+        "a payment is settled only through a closed batch; no payment cleared over 5 minutes ago"
+        " is missing from every batch",
+        """
+        SELECT p.payment_id, p.status, i.batch_id, b.status AS batch_status
+        FROM payments p
+        LEFT JOIN settlement_items i USING (payment_id)
+        LEFT JOIN settlement_batches b ON b.batch_id = i.batch_id
+        WHERE (p.status = 'settled' AND (i.payment_id IS NULL OR b.status <> 'closed'))
+           OR (i.payment_id IS NOT NULL AND b.status = 'closed' AND p.status <> 'settled')
+           OR (p.status = 'cleared' AND i.payment_id IS NULL AND p.cleared_at < now() - interval '5 minutes')
+        """,
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    invariant: str
+    total: int
+    examples: list[dict[str, Any]]
+
+    def __str__(self) -> str:
+        shown = "; ".join(", ".join(f"{k}={v}" for k, v in row.items()) for row in self.examples[:5])
+        return f"{self.invariant}: {self.total} violations, e.g. {shown}"
+
+
+@dataclass
+class ReconcileReport:
+    checked: list[str] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def failures(self) -> list[Violation]:
+        return list(self.violations)
+
+
+async def reconcile(connection: Any) -> ReconcileReport:
+    """Run every invariant in one repeatable-read snapshot, so checks see one consistent state."""
+    report = ReconcileReport()
+    async with connection.transaction(isolation="repeatable_read", readonly=True):
+        for invariant in INVARIANTS:
+            rows = await connection.fetch(f"SELECT * FROM ({invariant.sql}) v LIMIT {EXAMPLES_MAX + 1}")  # noqa: S608
+            report.checked.append(invariant.name)
+            if rows:
+                total = len(rows)
+                if total > EXAMPLES_MAX:
+                    total = await connection.fetchval(f"SELECT count(*) FROM ({invariant.sql}) v")  # noqa: S608
+                report.violations.append(
+                    Violation(invariant.name, total, [dict(r) for r in rows[:EXAMPLES_MAX]])
+                )
+    return report
