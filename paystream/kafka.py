@@ -37,8 +37,8 @@ def make_consumer(settings: Settings, group_id: str, client_id: str, **extra: An
         "max_poll_records": settings.batch_records_max,
         "fetch_max_wait_ms": settings.batch_wait_ms,
         "max_partition_fetch_bytes": 1024 * 1024,
-        "session_timeout_ms": 10_000,
-        "heartbeat_interval_ms": 3_000,
+        "session_timeout_ms": settings.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": max(1_000, settings.kafka_session_timeout_ms // 3),
         # A batch may wait this long for PostgreSQL or Kafka to come back
         # before the member is considered dead; retry_duration_ms_max stays below it.
         "max_poll_interval_ms": max(300_000, settings.retry_duration_ms_max + 60_000),

@@ -24,7 +24,9 @@ def isolated_settings(base: Settings, run_id: str) -> Settings:
     """Settings whose topics live under `run_id.` and whose database is `paystream_<run_id>`."""
     name = run_id.lower().replace("-", "_")
     assert _SAFE_NAME.match(name), run_id
-    return base.with_overrides(namespace=f"{run_id}.", database_url=_with_database(base.database_url, f"paystream_{name}"))
+    return base.with_overrides(
+        namespace=f"{run_id}.", database_url=_with_database(base.database_url, f"paystream_{name}")
+    )
 
 
 def _with_database(url: str, database: str) -> str:

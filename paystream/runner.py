@@ -11,7 +11,7 @@ import structlog
 
 from paystream.db.pool import create_pool
 from paystream.settings import Settings
-from paystream.stage.loop import LoopStats, StageLoop
+from paystream.stage.loop import Activity, LoopStats, StageLoop
 from workers import build_stage
 
 log = structlog.get_logger("paystream.runner")
@@ -33,8 +33,9 @@ async def run_stages(
     pool = await create_pool(settings, size_max=settings.db_pool_size_max * len(stage_names))
     try:
         loops = {name: StageLoop(build_stage(name, settings), settings, pool) for name in stage_names}
+        activity = Activity()
         results = await asyncio.gather(
-            *(stage_loop.run(stop, idle_exit_ms) for stage_loop in loops.values()),
+            *(stage_loop.run(stop, idle_exit_ms, activity) for stage_loop in loops.values()),
             return_exceptions=True,
         )
     finally:

@@ -58,6 +58,10 @@ class Settings:
     # A transient error is retried this long before the worker gives up and
     # exits non-zero (a supervisor restarts it; nothing was committed).
     retry_duration_ms_max: int = 300_000
+    # How long a silent consumer keeps its partitions: after a SIGKILL, its
+    # partitions wait this long before another consumer takes them. The
+    # broker's group.min.session.timeout.ms (6 s) is the floor.
+    kafka_session_timeout_ms: int = 10_000
     db_pool_size_max: int = 4
     record_bytes_max: int = 64 * 1024
     shutdown_grace_ms: int = 30_000
@@ -94,6 +98,7 @@ class Settings:
         _check_positive(self, "retry_backoff_ms_initial", 1, 60_000)
         _check_positive(self, "retry_backoff_ms_max", 1, 600_000)
         _check_positive(self, "db_pool_size_max", 1, 64)
+        _check_positive(self, "kafka_session_timeout_ms", 6_000, 300_000)
         _check_positive(self, "settlement_cycle_s", 1, 31 * 86_400)
         _check_positive(self, "settlement_grace_s", 0, 86_400)
         _check_positive(self, "crash_after_batches", 1, 1_000_000)

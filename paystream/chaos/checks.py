@@ -14,7 +14,13 @@ from paystream.reconcile import reconcile
 from paystream.settings import Settings
 from paystream.topic_scan import read_topic
 from schemas.settlement import SettlementBatchClosed
-from topology.topics import FUNDS_HELD, PAYMENTS_APPROVED, PAYMENTS_CLEARED, PAYMENTS_OUTCOMES, SETTLEMENTS_CLOSED
+from topology.topics import (
+    FUNDS_HELD,
+    PAYMENTS_APPROVED,
+    PAYMENTS_CLEARED,
+    PAYMENTS_OUTCOMES,
+    SETTLEMENTS_CLOSED,
+)
 
 TERMINAL = ("rejected", "declined", "settled")
 

@@ -83,7 +83,9 @@ async def run_chaos(options: ChaosOptions, base_settings: Any) -> ChaosReport:
     )
     report = ChaosReport(seed=seed, namespace=settings.namespace)
     started = time.monotonic()
-    report.log(started, f"chaos run {run_id}: seed {seed}, {options.payments} payments, {options.duration_s:.0f} s")
+    report.log(
+        started, f"chaos run {run_id}: seed {seed}, {options.payments} payments, {options.duration_s:.0f} s"
+    )
     await prepare_environment(settings)
     fleet = WorkerFleet(settings, options.work_dir / run_id)
     for stage in STAGE_NAMES:
@@ -106,7 +108,9 @@ async def _start_publishing(
     settings: Any, options: ChaosOptions, run_id: str, rng: random.Random, report: ChaosReport
 ) -> tuple[list[str], asyncio.Task[list[str]]]:
     generator = PaymentGenerator(build_world(), rng.randrange(2**31), run_id)
-    payments = [g.payment for g in generator.generate(options.payments, datetime.now(UTC), timedelta(milliseconds=1))]
+    payments = [
+        g.payment for g in generator.generate(options.payments, datetime.now(UTC), timedelta(milliseconds=1))
+    ]
     duplicates = rng.sample(payments, k=max(1, len(payments) // 20))
     report.payments = len(payments)
     report.duplicates_published = len(duplicates)
@@ -141,7 +145,12 @@ async def _publish_with_retry(publisher: PaymentPublisher, payment: Any) -> None
 
 
 async def _chaos_window(
-    settings: Any, fleet: WorkerFleet, options: ChaosOptions, rng: random.Random, report: ChaosReport, started: float
+    settings: Any,
+    fleet: WorkerFleet,
+    options: ChaosOptions,
+    rng: random.Random,
+    report: ChaosReport,
+    started: float,
 ) -> None:
     """Kill and restart workers until the window ends; once each: restart Kafka, PostgreSQL, rescale."""
     window_end = time.monotonic() + options.duration_s
@@ -173,7 +182,9 @@ def started_at(options: ChaosOptions, fraction: float) -> float:
     return options.duration_s * fraction
 
 
-async def _kill_random_worker(fleet: WorkerFleet, rng: random.Random, report: ChaosReport, started: float) -> None:
+async def _kill_random_worker(
+    fleet: WorkerFleet, rng: random.Random, report: ChaosReport, started: float
+) -> None:
     candidates = [w for stage in STAGE_NAMES for w in fleet.running(stage)]
     if not candidates:
         return
@@ -212,7 +223,12 @@ async def _scale(fleet: WorkerFleet, stage: str, target: int, report: ChaosRepor
 
 
 async def _drain(
-    settings: Any, fleet: WorkerFleet, payment_ids: list[str], options: ChaosOptions, report: ChaosReport, started: float
+    settings: Any,
+    fleet: WorkerFleet,
+    payment_ids: list[str],
+    options: ChaosOptions,
+    report: ChaosReport,
+    started: float,
 ) -> None:
     """One worker per stage, then wait until every payment is terminal and every batch published."""
     for stage in STAGE_NAMES:
@@ -266,8 +282,12 @@ def render_report(report: ChaosReport) -> str:
     if check is not None:
         lines.append(f"terminal payments    {check.terminal}/{check.payments}")
         for topic, (records, distinct) in check.redelivered.items():
-            lines.append(f"  {topic:<22} {records} records, {distinct} distinct: {records - distinct} re-delivered")
-        lines.append(f"settlement batches   {check.batches_closed} closed, {check.batches_seen_downstream} seen downstream")
+            lines.append(
+                f"  {topic:<22} {records} records, {distinct} distinct: {records - distinct} re-delivered"
+            )
+        lines.append(
+            f"settlement batches   {check.batches_closed} closed, {check.batches_seen_downstream} seen downstream"
+        )
         lines.append("result               " + ("PASS" if check.ok else "FAIL"))
         lines += [f"  problem: {p}" for p in check.problems()]
     return "\n".join(lines)

@@ -58,6 +58,16 @@ class RetriesExhaustedError(PaystreamError):
 
 
 @dataclass(slots=True)
+class Activity:
+    """When any loop of a pipeline last did work: burst mode stops once all were idle together."""
+
+    last: float = field(default_factory=time.monotonic)
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+
+@dataclass(slots=True)
 class LoopStats:
     batches: int = 0
     records: int = 0
@@ -132,6 +142,7 @@ class StageLoop(Generic[E]):
         self.consumer = make_consumer(settings, self.group_id, self.client_id)
         self.producer = make_producer(settings, self.client_id)
         self._last_tick = 0.0
+        self.activity = Activity()
 
     # -- assignment ---------------------------------------------------------
 
@@ -165,6 +176,7 @@ class StageLoop(Generic[E]):
                 self.consumer.seek(tp, position)
                 self.epochs[tp.partition] = claim.epoch
                 self.positions[tp.partition] = position
+            self.activity.touch()
 
     async def _claim(self, partitions: list[int]) -> Any:
         async with self.pool.acquire() as connection:
@@ -172,14 +184,21 @@ class StageLoop(Generic[E]):
 
     # -- the loop -------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event | None = None, idle_exit_ms: int | None = None) -> LoopStats:
-        """Process until `stop` is set; with `idle_exit_ms`, also return once idle that long."""
+    async def run(
+        self, stop: asyncio.Event | None = None, idle_exit_ms: int | None = None, activity: Activity | None = None
+    ) -> LoopStats:
+        """Process until `stop` is set; with `idle_exit_ms`, also return once idle that long.
+
+        `activity` may be shared by the loops of one pipeline, so that in burst
+        mode a downstream stage waits while an upstream stage still works.
+        """
         stop = stop or asyncio.Event()
+        self.activity = activity or self.activity
         await self.producer.start()
         await self.consumer.start()
         self.consumer.subscribe([self.topic], listener=_Listener(self))
         log.info("stage started", stage=self.stage.name, topic=self.topic, group=self.group_id)
-        idle_since = time.monotonic()
+        self.activity.touch()
         try:
             while not stop.is_set():
                 batch = await self.consumer.getmany(
@@ -188,19 +207,18 @@ class StageLoop(Generic[E]):
                 records = [r for tp_records in batch.values() for r in tp_records]
                 if records:
                     await self.process_batch(batch)
-                    idle_since = time.monotonic()
-                ticked = await self._maybe_tick()
-                if ticked:
-                    idle_since = time.monotonic()
-                if idle_exit_ms is not None and self._idle_long_enough(idle_since, idle_exit_ms):
+                    self.activity.touch()
+                if await self._maybe_tick():
+                    self.activity.touch()
+                if idle_exit_ms is not None and self._idle_long_enough(idle_exit_ms):
                     break
         finally:
             await self._shutdown()
         return self.stats
 
-    def _idle_long_enough(self, idle_since: float, idle_exit_ms: int) -> bool:
+    def _idle_long_enough(self, idle_exit_ms: int) -> bool:
         """Burst mode: idle that long, and only once partitions were assigned (else nothing ran yet)."""
-        idle_ms = (time.monotonic() - idle_since) * 1000
+        idle_ms = (time.monotonic() - self.activity.last) * 1000
         return idle_ms >= idle_exit_ms and bool(self.consumer.assignment())
 
     async def _shutdown(self) -> None:

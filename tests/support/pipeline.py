@@ -28,6 +28,7 @@ def fast_settings(base: Settings | None = None) -> Settings:
         settlement_cycle_s=2,
         settlement_grace_s=1,
         settlement_close_interval_ms=300,
+        kafka_session_timeout_ms=6_000,
     )
 
 
