@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "paystream.cli.inspect",
     "paystream.cli.reconcile",
     "paystream.cli.demo",
+    "paystream.cli.chaos",
 )
 
 EXIT_OPERATING_ERROR = 2

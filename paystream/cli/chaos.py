@@ -1,0 +1,41 @@
+"""`paystream chaos`: kill workers, restart Kafka and PostgreSQL, rescale, then prove nothing was lost."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from paystream.chaos.run import ChaosOptions, render_report, report_dict, run_chaos
+from paystream.settings import Settings
+from workers import STAGE_NAMES
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("chaos", help="fault-injection run with a seeded schedule and a full check")
+    parser.add_argument("--payments", type=int, default=20_000, help="payments to publish (default 20000)")
+    parser.add_argument("--duration", type=float, default=120.0, help="seconds of faults (default 120)")
+    parser.add_argument("--seed", type=int, default=None, help="replay the schedule of an earlier run")
+    parser.add_argument("--kill-interval", type=float, default=4.0, help="mean seconds between SIGKILLs")
+    parser.add_argument("--no-service-restarts", action="store_true", help="do not restart Kafka/PostgreSQL")
+    parser.add_argument("--scale-stage", choices=STAGE_NAMES, default=None, help="stage scaled 1 -> 3 -> 1")
+    parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    parser.set_defaults(func=run)
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    options = ChaosOptions(
+        payments=args.payments,
+        duration_s=args.duration,
+        seed=args.seed,
+        kill_interval_s=args.kill_interval,
+        restart_services=not args.no_service_restarts,
+        scale_stage=args.scale_stage,
+        work_dir=settings.stack_dir / "chaos",
+    )
+    report = await run_chaos(options, settings)
+    print(render_report(report))
+    if args.json is not None:
+        args.json.write_text(json.dumps(report_dict(report), indent=2, default=str))
+    return 0 if report.check is not None and report.check.ok else 1
