@@ -51,9 +51,7 @@ class DemoOptions:
 
 def demo_settings(settings: Settings) -> Settings:
     """A short settlement cycle so the demo sees batches close within seconds."""
-    return settings.with_overrides(
-        settlement_cycle_s=10, settlement_grace_s=2, settlement_close_interval_ms=500
-    )
+    return settings.with_overrides(settlement_cycle_s=10, settlement_grace_s=2, settlement_close_interval_ms=500)
 
 
 async def publish_demo_traffic(settings: Settings, options: DemoOptions, run_id: str) -> dict[str, int]:
@@ -94,9 +92,7 @@ async def wait_for_terminal(settings: Settings, run_id: str, expected: int, time
             if done >= expected:
                 return
             if time.monotonic() > deadline:
-                raise PaystreamError(
-                    f"only {done} of {expected} payments reached a terminal status in {timeout_s} s"
-                )
+                raise PaystreamError(f"only {done} of {expected} payments reached a terminal status in {timeout_s} s")
             await asyncio.sleep(0.5)
     finally:
         progress.close()
@@ -126,9 +122,7 @@ async def summary(settings: Settings, run_id: str) -> dict[str, Any]:
                GROUP BY 1, 2 ORDER BY 1, 2""",
             pattern,
         )
-        dead = await connection.fetch(
-            "SELECT stage, rule, count(*) AS n FROM dead_letters GROUP BY 1, 2 ORDER BY 1, 2"
-        )
+        dead = await connection.fetch("SELECT stage, rule, count(*) AS n FROM dead_letters GROUP BY 1, 2 ORDER BY 1, 2")
         reasons = await connection.fetch(
             """SELECT split_part(r, ':', 1) AS reason, count(*) AS n
                FROM payments, unnest(risk_reasons || decline_reasons) AS r
@@ -165,10 +159,7 @@ def print_summary(report: dict[str, Any], kinds: dict[str, int], elapsed_s: floa
     print("\nsettlement batches per merchant:")
     print(f"  {'merchant':<14} {'cur':<4} {'batches':>7} {'items':>7} {'net':>14}")
     for row in report["batches"]:
-        print(
-            f"  {row['merchant_id']:<14} {row['currency']:<4} {row['batches']:>7} {row['items']:>7}"
-            f" {row['net']:>14}"
-        )
+        print(f"  {row['merchant_id']:<14} {row['currency']:<4} {row['batches']:>7} {row['items']:>7} {row['net']:>14}")
     print("\ndead letters (all runs):")
     for row in report["dead_letters"]:
         print(f"  {row['stage']:<10} {row['rule']:<22} {row['n']:>6}")
@@ -184,9 +175,7 @@ async def run_demo(settings: Settings, options: DemoOptions) -> dict[str, Any]:
     pipeline = asyncio.create_task(run_stages(settings, STAGE_NAMES, stop=stop))
     try:
         kinds = await publish_demo_traffic(settings, options, run_id)
-        waiting = asyncio.create_task(
-            wait_for_terminal(settings, run_id, options.payments, options.drain_timeout_s)
-        )
+        waiting = asyncio.create_task(wait_for_terminal(settings, run_id, options.payments, options.drain_timeout_s))
         done, _ = await asyncio.wait({pipeline, waiting}, return_when=asyncio.FIRST_COMPLETED)
         if pipeline in done:
             waiting.cancel()

@@ -45,13 +45,9 @@ class PaymentGenerator:
         blocked = set(world.blocked_payers) | set(world.poor_payers)
         self.ordinary_payers = [p for p in world.payers if p.status == "open" and p.account_id not in blocked]
         self.closed_payers = [p for p in world.payers if p.status == "closed"]
-        self.poor_payers = [
-            p for p in world.payers if p.account_id in set(world.poor_payers) and p.status == "open"
-        ]
+        self.poor_payers = [p for p in world.payers if p.account_id in set(world.poor_payers) and p.status == "open"]
         self.blocked_payers = [p for p in world.payers if p.account_id in set(world.blocked_payers)]
-        self.active_merchants = [
-            m for m in world.merchants if m.merchant_id not in set(world.blocked_merchants)
-        ]
+        self.active_merchants = [m for m in world.merchants if m.merchant_id not in set(world.blocked_merchants)]
         self.kinds = list(MIX_PERCENT)
         self.thresholds = []
         total = 0.0
@@ -88,9 +84,7 @@ class PaymentGenerator:
             account = payer.account_id if kind != "unknown_account" else f"ghost-{index:06d}"
             merchant = self._merchant_for(currency, accepting=kind != "merchant_not_accepting")
             if kind == "blocked_merchant":
-                merchant = next(
-                    m for m in self.world.merchants if m.merchant_id in self.world.blocked_merchants
-                )
+                merchant = next(m for m in self.world.merchants if m.merchant_id in self.world.blocked_merchants)
             amount = self._amount(currency)
             if kind == "over_txn_limit":
                 amount = TYPICAL_AMOUNT_MINOR[currency] * 60

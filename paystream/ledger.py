@@ -53,9 +53,7 @@ def journal(
     payment_id: str | None = None,
     batch_id: str | None = None,
 ) -> Journal:
-    return Journal(
-        journal_id, kind, currency, tuple(leg for leg in legs if leg[1] != 0), payment_id, batch_id
-    )
+    return Journal(journal_id, kind, currency, tuple(leg for leg in legs if leg[1] != 0), payment_id, batch_id)
 
 
 def clearing_journal(

@@ -12,13 +12,12 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
-from topology.topics import PAYMENTS_REQUESTED
-
 from paystream.errors import PaystreamError
 from paystream.kafka import make_producer
 from paystream.settings import Settings
 from schemas.codec import Decoder, Invalid, encode
 from schemas.payments import PaymentRequested
+from topology.topics import PAYMENTS_REQUESTED
 
 IN_FLIGHT_MAX = 5_000
 

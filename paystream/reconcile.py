@@ -207,13 +207,11 @@ async def reconcile(connection: Any) -> ReconcileReport:
     report = ReconcileReport()
     async with connection.transaction(isolation="repeatable_read", readonly=True):
         for invariant in INVARIANTS:
-            rows = await connection.fetch(f"SELECT * FROM ({invariant.sql}) v LIMIT {EXAMPLES_MAX + 1}")  # noqa: S608
+            rows = await connection.fetch(f"SELECT * FROM ({invariant.sql}) v LIMIT {EXAMPLES_MAX + 1}")
             report.checked.append(invariant.name)
             if rows:
                 total = len(rows)
                 if total > EXAMPLES_MAX:
-                    total = await connection.fetchval(f"SELECT count(*) FROM ({invariant.sql}) v")  # noqa: S608
-                report.violations.append(
-                    Violation(invariant.name, total, [dict(r) for r in rows[:EXAMPLES_MAX]])
-                )
+                    total = await connection.fetchval(f"SELECT count(*) FROM ({invariant.sql}) v")
+                report.violations.append(Violation(invariant.name, total, [dict(r) for r in rows[:EXAMPLES_MAX]]))
     return report

@@ -78,7 +78,8 @@ async def seed_world(connection: Any, world: DemoWorld | None = None) -> SeedCou
         )
         await connection.execute(
             """INSERT INTO entries (journal_id, account_id, currency, amount_minor, created_at)
-               SELECT 'fund:' || id, id, c, b, $4::timestamptz FROM unnest($1::text[], $2::text[], $3::bigint[]) AS v(id, c, b)
+               SELECT 'fund:' || id, id, c, b, $4::timestamptz
+               FROM unnest($1::text[], $2::text[], $3::bigint[]) AS v(id, c, b)
                UNION ALL
                SELECT 'fund:' || id, 'platform:funding:' || c, c, -b, $4
                FROM unnest($1::text[], $2::text[], $3::bigint[]) AS v(id, c, b)""",
@@ -94,9 +95,7 @@ async def seed_world(connection: Any, world: DemoWorld | None = None) -> SeedCou
             [m.name for m in world.merchants],
         )
         schedules = [
-            (m.merchant_id, c, m.fee_bps, m.fixed_minor, m.min_minor)
-            for m in world.merchants
-            for c in m.currencies
+            (m.merchant_id, c, m.fee_bps, m.fixed_minor, m.min_minor) for m in world.merchants for c in m.currencies
         ]
         added_schedules = await connection.fetch(
             """INSERT INTO merchant_fee_schedules (merchant_id, currency, fee_bps, fixed_minor, min_minor)

@@ -103,9 +103,7 @@ class Settings:
         _check_positive(self, "settlement_grace_s", 0, 86_400)
         _check_positive(self, "crash_after_batches", 1, 1_000_000)
         if self.crash_point is not None and self.crash_point not in CRASH_POINTS:
-            raise SettingsError(
-                f"PAYSTREAM_CRASH_POINT={self.crash_point!r} is not one of {', '.join(CRASH_POINTS)}"
-            )
+            raise SettingsError(f"PAYSTREAM_CRASH_POINT={self.crash_point!r} is not one of {', '.join(CRASH_POINTS)}")
         if self.log_format not in ("console", "json"):
             raise SettingsError(f"PAYSTREAM_LOG_FORMAT={self.log_format!r} must be console or json")
         return self

@@ -19,7 +19,7 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[Topic
     """The topic's partitions, fetching metadata first if this client has not seen the topic yet."""
     partitions = consumer.partitions_for_topic(topic)
     if partitions is None:
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call for it
+        await consumer._client.force_metadata_update()
         partitions = consumer.partitions_for_topic(topic) or set()
     return [TopicPartition(topic, p) for p in sorted(partitions)]
 
@@ -57,9 +57,7 @@ async def read_topic(settings: Settings, topic: str) -> list[Any]:
         await consumer.stop()
 
 
-async def _behind(
-    consumer: AIOKafkaConsumer, tps: list[TopicPartition], ends: dict[TopicPartition, int]
-) -> bool:
+async def _behind(consumer: AIOKafkaConsumer, tps: list[TopicPartition], ends: dict[TopicPartition, int]) -> bool:
     for tp in tps:
         if await consumer.position(tp) < ends[tp]:
             return True

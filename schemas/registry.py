@@ -253,9 +253,7 @@ def check_schema_files(directory: Path = SCHEMA_DIR) -> list[str]:
         elif path.read_text(encoding="utf-8") != render(name):
             drift.append(f"differs: {path}")
     if directory.is_dir():
-        drift.extend(
-            f"unexpected: {path}" for path in sorted(directory.glob("*.json")) if path.name not in expected
-        )
+        drift.extend(f"unexpected: {path}" for path in sorted(directory.glob("*.json")) if path.name not in expected)
     return drift
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -44,7 +45,8 @@ async def apply_topology(settings: Settings, profile: TopologyProfile | None = N
         existing = set(await admin.list_topics())
         missing = [spec for spec in TOPICS if settings.topic(spec.name) not in existing]
         if missing:
-            try:
+            # Another process may create them between our list and our create.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [
                         NewTopic(
@@ -56,8 +58,6 @@ async def apply_topology(settings: Settings, profile: TopologyProfile | None = N
                         for spec in missing
                     ]
                 )
-            except TopicAlreadyExistsError:
-                pass  # another process created them between our list and create
             report.created = [settings.topic(spec.name) for spec in missing]
         described = await admin.describe_topics([settings.topic(spec.name) for spec in TOPICS])
         partitions = {d["topic"]: len(d["partitions"]) for d in described}
@@ -67,9 +67,7 @@ async def apply_topology(settings: Settings, profile: TopologyProfile | None = N
                 continue
             found = partitions.get(name, 0)
             if found != spec.partitions:
-                report.drift.setdefault(name, []).append(
-                    f"partitions: expected {spec.partitions}, found {found}"
-                )
+                report.drift.setdefault(name, []).append(f"partitions: expected {spec.partitions}, found {found}")
             else:
                 report.ok.append(name)
     finally:

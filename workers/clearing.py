@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from topology.topics import FUNDS_HELD, PAYMENTS_CLEARED, PAYMENTS_OUTCOMES
 
 from paystream.ledger import (
     clearing_journal,
@@ -34,6 +33,7 @@ from schemas.payments import (
     clearing_event_id,
     outcome_event_id,
 )
+from topology.topics import FUNDS_HELD, PAYMENTS_CLEARED, PAYMENTS_OUTCOMES
 from workers.fees import FeeSchedule, split
 
 
@@ -56,9 +56,7 @@ class ClearingStage:
     input_topic = FUNDS_HELD
     input_type = FundsHeld
 
-    async def apply(
-        self, connection: Any, records: Sequence[Accepted[FundsHeld]], now: datetime
-    ) -> StageResult:
+    async def apply(self, connection: Any, records: Sequence[Accepted[FundsHeld]], now: datetime) -> StageResult:
         payment_ids = [r.event.payment.payment_id for r in records]
         cleared = await _stored_clearings(connection, payment_ids)
         fresh: dict[str, FundsHeld] = {}
@@ -73,8 +71,7 @@ class ClearingStage:
             capturable = [
                 e
                 for e in fresh.values()
-                if e.payment.payment_id in open_holds
-                and (e.payment.merchant_id, e.payment.currency) in schedules
+                if e.payment.payment_id in open_holds and (e.payment.merchant_id, e.payment.currency) in schedules
             ]
             new = [_clear(e, schedules[(e.payment.merchant_id, e.payment.currency)], now) for e in capturable]
             await _store(connection, new, now)
@@ -200,9 +197,7 @@ async def _fee_schedules(connection: Any, events: list[FundsHeld]) -> dict[tuple
         sorted({e.payment.merchant_id for e in events}),
     )
     return {
-        (row["merchant_id"], row["currency"].strip()): FeeSchedule(
-            row["fee_bps"], row["fixed_minor"], row["min_minor"]
-        )
+        (row["merchant_id"], row["currency"].strip()): FeeSchedule(row["fee_bps"], row["fixed_minor"], row["min_minor"])
         for row in rows
     }
 
@@ -253,9 +248,7 @@ async def _store(connection: Any, new: list[Cleared], now: datetime) -> None:
     await post_journals(
         connection,
         [
-            clearing_journal(
-                c.payment_id, c.payer_account, c.merchant_id, c.currency, c.fee_minor, c.net_minor
-            )
+            clearing_journal(c.payment_id, c.payer_account, c.merchant_id, c.currency, c.fee_minor, c.net_minor)
             for c in new
         ],
         now,

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from topology.topics import FUNDS_HELD, PAYMENTS_APPROVED, PAYMENTS_OUTCOMES
-
 from paystream.db.arrays import join_reasons
 from paystream.stage.contract import Accepted, Output, StageResult, Tick
 from schemas.payments import (
@@ -29,6 +27,7 @@ from schemas.payments import (
     funds_event_id,
     outcome_event_id,
 )
+from topology.topics import FUNDS_HELD, PAYMENTS_APPROVED, PAYMENTS_OUTCOMES
 
 
 @dataclass(slots=True)
@@ -71,9 +70,7 @@ def decide_holds(
         elif account.currency != payment.currency:
             reason = f"currency_mismatch: account holds {account.currency}, payment is {payment.currency}"
         elif account.available_minor < payment.amount_minor:
-            reason = (
-                f"insufficient_funds: available {account.available_minor} < amount {payment.amount_minor}"
-            )
+            reason = f"insufficient_funds: available {account.available_minor} < amount {payment.amount_minor}"
         if reason is None:
             assert account is not None
             account.held_minor += payment.amount_minor
@@ -87,9 +84,7 @@ class FundsStage:
     input_topic = PAYMENTS_APPROVED
     input_type = RiskAssessed
 
-    async def apply(
-        self, connection: Any, records: Sequence[Accepted[RiskAssessed]], now: datetime
-    ) -> StageResult:
+    async def apply(self, connection: Any, records: Sequence[Accepted[RiskAssessed]], now: datetime) -> StageResult:
         payment_ids = [r.event.payment.payment_id for r in records]
         decided = await _stored_decisions(connection, payment_ids)
         fresh: dict[str, PaymentRequested] = {}

@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from topology.topics import PAYMENTS_APPROVED, PAYMENTS_OUTCOMES, PAYMENTS_REQUESTED
 
 from paystream.db.arrays import join_reasons
 from paystream.stage.contract import Accepted, Output, Refused, StageResult, Tick
@@ -29,6 +28,7 @@ from schemas.payments import (
     outcome_event_id,
     risk_event_id,
 )
+from topology.topics import PAYMENTS_APPROVED, PAYMENTS_OUTCOMES, PAYMENTS_REQUESTED
 from workers.risk_rules import VELOCITY_LONG_WINDOW, RiskContext, RiskLimits, assess_batch
 
 
@@ -45,9 +45,7 @@ class RiskStage:
     input_topic = PAYMENTS_REQUESTED
     input_type = PaymentRequested
 
-    async def apply(
-        self, connection: Any, records: Sequence[Accepted[PaymentRequested]], now: datetime
-    ) -> StageResult:
+    async def apply(self, connection: Any, records: Sequence[Accepted[PaymentRequested]], now: datetime) -> StageResult:
         decided = await _stored_decisions(connection, [r.event.payment_id for r in records])
         fresh: dict[str, PaymentRequested] = {}
         for record in records:
@@ -146,9 +144,7 @@ async def _load_context(connection: Any, payments: list[PaymentRequested]) -> Ri
     merchants = sorted({p.merchant_id for p in payments})
     currencies = sorted({p.currency for p in payments})
     countries = sorted({p.country for p in payments})
-    limit_rows = await connection.fetch(
-        "SELECT * FROM risk_limits WHERE currency = ANY($1::text[])", currencies
-    )
+    limit_rows = await connection.fetch("SELECT * FROM risk_limits WHERE currency = ANY($1::text[])", currencies)
     blocked_rows = await connection.fetch(
         """SELECT kind, value, reason FROM risk_blocklist
            WHERE (kind = 'payer' AND value = ANY($1::text[]))
@@ -202,9 +198,7 @@ async def _load_context(connection: Any, payments: list[PaymentRequested]) -> Ri
         accepting={(row["merchant_id"], row["currency"].strip()) for row in accepting_rows},
     )
     for row in history_rows:
-        context.payer_history.setdefault(row["payer_account"], []).append(
-            (row["created_at"], row["amount_minor"])
-        )
+        context.payer_history.setdefault(row["payer_account"], []).append((row["created_at"], row["amount_minor"]))
     for row in day_rows:
         context.merchant_day_amount[(row["merchant_id"], row["currency"].strip(), row["day"])] = row["amount"]
     return context

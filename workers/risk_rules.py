@@ -49,9 +49,7 @@ class RiskContext:
     merchant_day_amount: dict[tuple[str, str, date], int] = field(default_factory=dict)
 
     def record_approval(self, payment: PaymentRequested) -> None:
-        self.payer_history.setdefault(payment.payer_account, []).append(
-            (payment.created_at, payment.amount_minor)
-        )
+        self.payer_history.setdefault(payment.payer_account, []).append((payment.created_at, payment.amount_minor))
         key = (payment.merchant_id, payment.currency, _utc_day(payment.created_at))
         self.merchant_day_amount[key] = self.merchant_day_amount.get(key, 0) + payment.amount_minor
 

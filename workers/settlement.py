@@ -18,14 +18,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from topology.topics import PAYMENTS_CLEARED, PAYMENTS_OUTCOMES, SETTLEMENTS_CLOSED
-
 from paystream.errors import ConcurrentChangeError
 from paystream.ledger import journal, merchant_pending_account, payout_clearing_account, post_journals
 from paystream.settings import Settings
 from paystream.stage.contract import Accepted, Output, StageResult, Tick
 from schemas.payments import PaymentCleared, PaymentOutcome, outcome_event_id
 from schemas.settlement import SettlementBatchClosed, batch_closed_event_id
+from topology.topics import PAYMENTS_CLEARED, PAYMENTS_OUTCOMES, SETTLEMENTS_CLOSED
 from workers.cycles import CycleClock
 
 CLOSE_BATCHES_MAX = 200
@@ -42,9 +41,7 @@ class SettlementStage:
             timedelta(seconds=settings.settlement_cycle_s), timedelta(seconds=settings.settlement_grace_s)
         )
 
-    async def apply(
-        self, connection: Any, records: Sequence[Accepted[PaymentCleared]], now: datetime
-    ) -> StageResult:
+    async def apply(self, connection: Any, records: Sequence[Accepted[PaymentCleared]], now: datetime) -> StageResult:
         payment_ids = [r.event.payment_id for r in records]
         rows = await connection.fetch(
             "SELECT payment_id FROM settlement_items WHERE payment_id = ANY($1::text[])", payment_ids
@@ -61,9 +58,7 @@ class SettlementStage:
         # Nothing to emit per item: results go out when the batch closes.
         return StageResult()
 
-    async def _open_batches_for(
-        self, connection: Any, items: list[PaymentCleared], now: datetime
-    ) -> list[str]:
+    async def _open_batches_for(self, connection: Any, items: list[PaymentCleared], now: datetime) -> list[str]:
         """The open batch of each item, opening batches as needed and skipping closed cycles."""
         wanted = [(i.merchant_id, i.currency, self.clock.cycle_start(i.event_time)) for i in items]
         keys = sorted(set(wanted))
@@ -128,9 +123,7 @@ class SettlementStage:
         return Tick(outputs, mark_published)
 
 
-async def _add_items(
-    connection: Any, items: list[PaymentCleared], batch_ids: list[str], now: datetime
-) -> None:
+async def _add_items(connection: Any, items: list[PaymentCleared], batch_ids: list[str], now: datetime) -> None:
     await connection.execute(
         """
         INSERT INTO settlement_items (payment_id, batch_id, merchant_id, currency, gross_minor, fee_minor,

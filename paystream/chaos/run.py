@@ -83,9 +83,7 @@ async def run_chaos(options: ChaosOptions, base_settings: Any) -> ChaosReport:
     )
     report = ChaosReport(seed=seed, namespace=settings.namespace)
     started = time.monotonic()
-    report.log(
-        started, f"chaos run {run_id}: seed {seed}, {options.payments} payments, {options.duration_s:.0f} s"
-    )
+    report.log(started, f"chaos run {run_id}: seed {seed}, {options.payments} payments, {options.duration_s:.0f} s")
     await prepare_environment(settings)
     fleet = WorkerFleet(settings, options.work_dir / run_id)
     for stage in STAGE_NAMES:
@@ -108,9 +106,7 @@ async def _start_publishing(
     settings: Any, options: ChaosOptions, run_id: str, rng: random.Random, report: ChaosReport
 ) -> tuple[list[str], asyncio.Task[list[str]]]:
     generator = PaymentGenerator(build_world(), rng.randrange(2**31), run_id)
-    payments = [
-        g.payment for g in generator.generate(options.payments, datetime.now(UTC), timedelta(milliseconds=1))
-    ]
+    payments = [g.payment for g in generator.generate(options.payments, datetime.now(UTC), timedelta(milliseconds=1))]
     duplicates = rng.sample(payments, k=max(1, len(payments) // 20))
     report.payments = len(payments)
     report.duplicates_published = len(duplicates)
@@ -138,7 +134,7 @@ async def _publish_with_retry(publisher: PaymentPublisher, payment: Any) -> None
         try:
             await publisher.publish(payment)
             return
-        except Exception as error:  # noqa: BLE001 - any send failure during a broker restart
+        except Exception as error:
             if attempt == 59:
                 raise PaystreamError(f"publishing kept failing: {error}") from error
             await asyncio.sleep(1.0)
@@ -182,9 +178,7 @@ def started_at(options: ChaosOptions, fraction: float) -> float:
     return options.duration_s * fraction
 
 
-async def _kill_random_worker(
-    fleet: WorkerFleet, rng: random.Random, report: ChaosReport, started: float
-) -> None:
+async def _kill_random_worker(fleet: WorkerFleet, rng: random.Random, report: ChaosReport, started: float) -> None:
     candidates = [w for stage in STAGE_NAMES for w in fleet.running(stage)]
     if not candidates:
         return
@@ -282,9 +276,7 @@ def render_report(report: ChaosReport) -> str:
     if check is not None:
         lines.append(f"terminal payments    {check.terminal}/{check.payments}")
         for topic, (records, distinct) in check.redelivered.items():
-            lines.append(
-                f"  {topic:<22} {records} records, {distinct} distinct: {records - distinct} re-delivered"
-            )
+            lines.append(f"  {topic:<22} {records} records, {distinct} distinct: {records - distinct} re-delivered")
         lines.append(
             f"settlement batches   {check.batches_closed} closed, {check.batches_seen_downstream} seen downstream"
         )

@@ -37,9 +37,7 @@ def register(sub: Any) -> None:
     source.add_argument("--generate", type=int, metavar="N", help="generate N payments from the demo world")
     parser.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
     parser.add_argument("--id-prefix", default=None, help="payment id prefix for generated payments")
-    parser.add_argument(
-        "--rate", type=float, default=0.0, help="payments per second; 0 = as fast as possible"
-    )
+    parser.add_argument("--rate", type=float, default=0.0, help="payments per second; 0 = as fast as possible")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_publish)
 

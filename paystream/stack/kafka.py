@@ -107,7 +107,14 @@ def fetch_jars(settings: Settings) -> Path:
     partial = work / "lib.partial"
     shutil.rmtree(partial, ignore_errors=True)
     run_checked(
-        ["mvn", "-q", "-B", "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={partial}"],
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={partial}",
+        ],
         "fetching Kafka jars with Maven",
         cwd=str(work),
     )
@@ -238,4 +245,3 @@ def version(settings: Settings) -> str | None:
         if "Kafka version:" in line:
             return line.split("Kafka version:", 1)[1].split("(", 1)[0].strip()
     return None
-

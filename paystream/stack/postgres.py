@@ -12,7 +12,6 @@ import glob
 import os
 import pwd
 import shutil
-
 from pathlib import Path
 
 import asyncpg
@@ -68,7 +67,11 @@ def ensure_installed() -> Path:
     print("installing PostgreSQL from Debian's packages (apt-get install postgresql) ...", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     run_checked(["apt-get", "update", "-q"], "apt-get update", env=env)
-    run_checked(["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"], "apt-get install", env=env)
+    run_checked(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"],
+        "apt-get install",
+        env=env,
+    )
     bindir = find_bindir()
     if bindir is None:
         raise StackError("apt-get installed postgresql but no initdb was found under /usr/lib/postgresql")
@@ -218,5 +221,3 @@ async def version() -> str:
         return str(await connection.fetchval("SHOW server_version"))
     finally:
         await connection.close()
-
-

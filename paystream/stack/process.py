@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -44,7 +45,7 @@ def start_detached(command: Sequence[str], log_file: Path, pid_file: Path, env: 
     """Start `command` in its own session, output appended to `log_file`; returns the pid."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
-        process = subprocess.Popen(  # noqa: S603 - the command is built by the stack, not from input
+        process = subprocess.Popen(
             list(command),
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -76,10 +77,8 @@ def stop_process(pid_file: Path, grace_s: float = 30.0, sig: signal.Signals = si
 
 
 def _alive(pid: int) -> bool:
-    try:
+    with contextlib.suppress(ChildProcessError):  # reap it if it is our child
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -98,8 +97,12 @@ def log_tail(log_file: Path, lines: int = LOG_TAIL_LINES) -> str:
 def run_checked(command: Sequence[str], what: str, log_file: Path | None = None, **kwargs: object) -> str:
     """Run a set-up command; on failure raise StackError with its output's tail, not a traceback."""
     try:
-        result = subprocess.run(  # noqa: S603 - commands are built by the stack
-            list(command), capture_output=True, text=True, check=False, **kwargs  # type: ignore[call-overload]
+        result = subprocess.run(
+            list(command),
+            capture_output=True,
+            text=True,
+            check=False,
+            **kwargs,  # type: ignore[call-overload]
         )
     except FileNotFoundError as error:
         raise StackError(f"{what}: {command[0]} is not installed ({error})") from error

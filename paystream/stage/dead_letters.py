@@ -6,19 +6,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from topology.topics import DEAD_LETTER
-
 from paystream.stage.contract import Output, Refused
 from schemas.dead_letter import DeadLetter, dead_letter_event_id
+from topology.topics import DEAD_LETTER
 
 RAW_TEXT_CHARS_MAX = 2_000
 
 
 def _event(stage: str, refused: Refused, now: datetime) -> DeadLetter:
     return DeadLetter(
-        event_id=dead_letter_event_id(
-            stage, refused.origin.topic, refused.origin.partition, refused.origin.offset
-        ),
+        event_id=dead_letter_event_id(stage, refused.origin.topic, refused.origin.partition, refused.origin.offset),
         stage=stage,
         origin_topic=refused.origin.topic,
         origin_partition=refused.origin.partition,

@@ -31,9 +31,7 @@ class Claim:
     epoch: int
 
 
-async def claim_partitions(
-    connection: Any, group_id: str, topic: str, partitions: Sequence[int]
-) -> dict[int, Claim]:
+async def claim_partitions(connection: Any, group_id: str, topic: str, partitions: Sequence[int]) -> dict[int, Claim]:
     """Take a new epoch for each partition; returns where PostgreSQL says to resume."""
     rows = await connection.fetch(
         """

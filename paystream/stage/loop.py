@@ -48,9 +48,7 @@ log = structlog.get_logger("paystream.stage")
 
 # SQLSTATEs worth a retry: serialization failure, deadlock, admin shutdown,
 # crash shutdown, cannot connect now, too many connections.
-RETRIABLE_SQLSTATES = frozenset(
-    {"40001", "40P01", "57P01", "57P02", "57P03", "53300", "08000", "08003", "08006"}
-)
+RETRIABLE_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300", "08000", "08003", "08006"})
 
 
 class RetriesExhaustedError(PaystreamError):
@@ -156,9 +154,7 @@ class StageLoop(Generic[E]):
         partitions, and no batch may run for them until they are claimed.
         """
         async with self.batch_lock:
-            claims = await self._retrying(
-                "claim partitions", lambda: self._claim([tp.partition for tp in assigned])
-            )
+            claims = await self._retrying("claim partitions", lambda: self._claim([tp.partition for tp in assigned]))
             beginnings = await self.consumer.beginning_offsets(list(assigned))
             for tp in assigned:
                 claim = claims[tp.partition]
@@ -185,7 +181,10 @@ class StageLoop(Generic[E]):
     # -- the loop -------------------------------------------------------------
 
     async def run(
-        self, stop: asyncio.Event | None = None, idle_exit_ms: int | None = None, activity: Activity | None = None
+        self,
+        stop: asyncio.Event | None = None,
+        idle_exit_ms: int | None = None,
+        activity: Activity | None = None,
     ) -> LoopStats:
         """Process until `stop` is set; with `idle_exit_ms`, also return once idle that long.
 
@@ -267,9 +266,7 @@ class StageLoop(Generic[E]):
 
             # Step 2: one transaction for the whole batch, fenced by epoch.
             try:
-                result = await self._retrying(
-                    "apply batch", lambda: self._apply(accepted, refused, spans, now)
-                )
+                result = await self._retrying("apply batch", lambda: self._apply(accepted, refused, spans, now))
             except FencedError as fenced:
                 self.stats.fenced += 1
                 log.warning(

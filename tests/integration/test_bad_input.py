@@ -66,9 +66,7 @@ async def test_each_bad_input_is_dead_lettered_and_the_rest_flows(environment: S
 
     connection = await connect(environment)
     try:
-        rows = await connection.fetch(
-            "SELECT field, rule, raw, detail FROM dead_letters WHERE stage = 'risk'"
-        )
+        rows = await connection.fetch("SELECT field, rule, raw, detail FROM dead_letters WHERE stage = 'risk'")
     finally:
         await connection.close()
     found = {bytes(row["raw"]): (row["field"], row["rule"]) for row in rows}
@@ -96,6 +94,4 @@ async def test_unknown_payer_account_is_declined_with_reason(environment: Settin
         )
     finally:
         await connection.close()
-    assert any(r.startswith(("unknown_account", "merchant_not_accepting", "blocked")) for r in reasons), (
-        reasons
-    )
+    assert any(r.startswith(("unknown_account", "merchant_not_accepting", "blocked")) for r in reasons), reasons

@@ -104,7 +104,7 @@ async def test_duplicate_payment_is_processed_once(processed: Processed) -> None
     try:
         per_table = {
             table: await connection.fetchval(
-                f"SELECT count(*) FROM {table} WHERE payment_id = ANY($1::text[])",  # noqa: S608
+                f"SELECT count(*) FROM {table} WHERE payment_id = ANY($1::text[])",
                 processed.duplicate_ids,
             )
             for table in ("risk_decisions", "payments")

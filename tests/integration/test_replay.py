@@ -35,10 +35,7 @@ SNAPSHOT_QUERIES = {
 async def snapshot(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
     connection = await connect(settings)
     try:
-        return {
-            name: [tuple(row) for row in await connection.fetch(sql)]
-            for name, sql in SNAPSHOT_QUERIES.items()
-        }
+        return {name: [tuple(row) for row in await connection.fetch(sql)] for name, sql in SNAPSHOT_QUERIES.items()}
     finally:
         await connection.close()
 
@@ -83,9 +80,7 @@ async def _rewind_group(settings: Settings, stage: str, topic: str) -> None:
         await consumer.stop()
     connection = await connect(settings)
     try:
-        await connection.execute(
-            "UPDATE stage_offsets SET next_offset = 0 WHERE group_id = $1", settings.group(stage)
-        )
+        await connection.execute("UPDATE stage_offsets SET next_offset = 0 WHERE group_id = $1", settings.group(stage))
     finally:
         await connection.close()
 

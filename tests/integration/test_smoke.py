@@ -25,8 +25,8 @@ async def test_kafka_round_trip_with_idempotent_producer_and_manual_commit() -> 
         await admin.create_topics([NewTopic(topic, 1, 1)])
         # Kafka 4 removed old protocol versions (KIP-896): a real 4.x broker's
         # ApiVersions answer starts Fetch (API key 1) at v4; 3.x brokers at v0.
-        connection = next(iter(admin._client._conns.values()))  # noqa: SLF001 - no public accessor
-        fetch_min = connection._versions[1][0]  # noqa: SLF001 - (min, max) per API key
+        connection = next(iter(admin._client._conns.values()))
+        fetch_min = connection._versions[1][0]
     finally:
         await admin.close()
 
@@ -69,8 +69,8 @@ async def test_postgres_round_trip() -> None:
         major = int((await connection.fetchval("SHOW server_version")).split(".")[0])
         table = f"smoke_{uuid.uuid4().hex[:8]}"
         await connection.execute(f"CREATE TEMP TABLE {table} (id int PRIMARY KEY, amount_minor bigint)")
-        await connection.execute(f"INSERT INTO {table} VALUES (1, 9223372036854775807)")  # noqa: S608
-        value = await connection.fetchval(f"SELECT amount_minor FROM {table} WHERE id = 1")  # noqa: S608
+        await connection.execute(f"INSERT INTO {table} VALUES (1, 9223372036854775807)")
+        value = await connection.fetchval(f"SELECT amount_minor FROM {table} WHERE id = 1")
     finally:
         await connection.close()
     assert "PostgreSQL" in version

@@ -43,9 +43,7 @@ def generate(count: int, id_prefix: str, seed: int = 3) -> list[GeneratedPayment
     return list(generator.generate(count, datetime.now(UTC), timedelta(milliseconds=1)))
 
 
-async def publish(
-    settings: Settings, payments: Sequence[GeneratedPayment], raw: Sequence[bytes] = ()
-) -> None:
+async def publish(settings: Settings, payments: Sequence[GeneratedPayment], raw: Sequence[bytes] = ()) -> None:
     async with PaymentPublisher(settings, client_id="paystream-tests") as publisher:
         for item in payments:
             await publisher.publish(item.payment)
@@ -58,9 +56,7 @@ async def drain(settings: Settings, stages: Sequence[str] = STAGE_NAMES, idle_ex
     await run_stages(settings, stages, idle_exit_ms=idle_exit_ms)
 
 
-async def wait_terminal(
-    settings: Settings, payment_ids: Sequence[str], timeout_s: float = 120
-) -> dict[str, str]:
+async def wait_terminal(settings: Settings, payment_ids: Sequence[str], timeout_s: float = 120) -> dict[str, str]:
     """Statuses once every payment is terminal and every closed batch published (or the timeout)."""
     connection = await connect(settings)
     deadline = time.monotonic() + timeout_s

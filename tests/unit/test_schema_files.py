@@ -60,9 +60,7 @@ def document(event_type: str, **changes: Any) -> dict[str, Any]:
 
 def test_committed_files_match_the_code() -> None:
     drift = check_schema_files(SCHEMA_DIR)
-    assert drift == [], "schema files drifted from schemas/*.py; run: python -m schemas write\n" + "\n".join(
-        drift
-    )
+    assert drift == [], "schema files drifted from schemas/*.py; run: python -m schemas write\n" + "\n".join(drift)
 
 
 @pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))

@@ -132,9 +132,7 @@ def test_every_example_round_trips(event_type: str) -> None:
 
 
 def test_offsets_other_than_utc_are_kept() -> None:
-    event = decode(
-        "payment.requested", raw(document("payment.requested", created_at="2026-03-01T15:00:00+05:30"))
-    )
+    event = decode("payment.requested", raw(document("payment.requested", created_at="2026-03-01T15:00:00+05:30")))
     assert isinstance(event, PaymentRequested)
     assert event.created_at == datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
     assert event.created_at.utcoffset() is not None
