@@ -115,6 +115,19 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info("partitions assigned", stage=self.loop.stage.name, partitions=_parts(assigned))
 
 
+def resume_position(kafka_committed: int | None, database_next: int, log_start: int) -> int:
+    """Where a newly assigned partition resumes: the earliest offset that may lack its events.
+
+    No Kafka commit means "from the beginning", not "from the database":
+    a worker killed after its first batch's transaction but before its first
+    offset commit has a database offset and no Kafka offset, and that batch's
+    events may never have been produced. Replaying it is idempotent.
+    """
+    kafka_next = log_start if kafka_committed is None else kafka_committed
+    candidates = [kafka_next] if database_next == NO_OFFSET else [kafka_next, database_next]
+    return max(min(candidates), log_start)
+
+
 def _parts(tps: Sequence[TopicPartition]) -> list[int]:
     return sorted(tp.partition for tp in tps)
 
@@ -159,7 +172,7 @@ class StageLoop(Generic[E]):
             for tp in assigned:
                 claim = claims[tp.partition]
                 committed = await self.consumer.committed(tp)
-                candidates = [o for o in (committed, claim.next_offset) if o is not None and o != NO_OFFSET]
+                position = resume_position(committed, claim.next_offset, beginnings[tp])
                 if committed is not None and claim.next_offset != NO_OFFSET and committed > claim.next_offset:
                     log.warning(
                         "kafka offset ahead of database; resuming from the database",
@@ -168,7 +181,6 @@ class StageLoop(Generic[E]):
                         kafka_offset=committed,
                         database_offset=claim.next_offset,
                     )
-                position = max(min(candidates), beginnings[tp]) if candidates else beginnings[tp]
                 self.consumer.seek(tp, position)
                 self.epochs[tp.partition] = claim.epoch
                 self.positions[tp.partition] = position

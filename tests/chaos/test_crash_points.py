@@ -10,6 +10,7 @@ reconcile clean, downstream sees each batch once with the database's totals.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 
@@ -33,8 +34,9 @@ async def environments() -> dict[str, Settings]:
     """One environment per stage, shared by that stage's five crash points."""
     created = {stage: await fresh_environment(f"crash{stage[:4]}") for stage in STAGE_NAMES}
     yield created
-    for settings in created.values():
-        await drop_database(settings)
+    if os.environ.get("KEEP_TEST_DB") != "1":
+        for settings in created.values():
+            await drop_database(settings)
 
 
 async def _run_until_crash(settings: Settings, stage: str, point: str) -> tuple[int, str]:
@@ -73,7 +75,7 @@ async def test_crash_point(environments: dict[str, Settings], stage: str, point:
     assert f"crash point {point} reached" in output
 
     await drain(settings, idle_exit_ms=3_000)
-    statuses = await wait_terminal(settings, ids)
+    statuses = await wait_terminal(settings, ids, timeout_s=float(os.environ.get("WAIT_S", "120")))
     assert len(statuses) == len(ids)
     report = await check_run(settings, ids)
     assert report.problems() == []
