@@ -82,9 +82,7 @@ def test_any_valid_nested_payment_round_trips(
 
 
 _REQUESTED_SCHEMA = json.loads((SCHEMA_DIR / schema_file_name("payment.requested")).read_text("utf-8"))
-_REQUESTED_VALIDATOR = Draft202012Validator(
-    _REQUESTED_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER
-)
+_REQUESTED_VALIDATOR = Draft202012Validator(_REQUESTED_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
@@ -121,14 +119,8 @@ def test_arbitrary_bytes_never_raise(data: bytes, event_type: str) -> None:
 
 
 json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=80),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=80),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=12,
 )
 
