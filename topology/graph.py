@@ -75,8 +75,8 @@ def render_mermaid() -> str:
     for stage in STAGES:
         lines.append(f"    {stage.name}[{stage.name}]")
     for stage in STAGES:
-        for topic in stage.consumes:
-            lines.append(f"    {_node(topic)} --> {stage.name}")
-        for topic in stage.produces:
-            lines.append(f"    {stage.name} --> {_node(topic)}")
+        for consumed in stage.consumes:
+            lines.append(f"    {_node(consumed)} --> {stage.name}")
+        for produced in stage.produces:
+            lines.append(f"    {stage.name} --> {_node(produced)}")
     return "\n".join(lines)
