@@ -101,7 +101,7 @@ async def list_settlements(args: argparse.Namespace, settings: Settings) -> int:
         rows = await connection.fetch(
             f"""SELECT {", ".join(BATCH_COLUMNS)} FROM settlement_batches
                 WHERE ($1::text IS NULL OR merchant_id = $1) AND ($2::text IS NULL OR status = $2)
-                ORDER BY cycle_start DESC, batch_id LIMIT $3""",  # noqa: S608 - fixed column list
+                ORDER BY cycle_start DESC, batch_id LIMIT $3""",
             args.merchant,
             args.status,
             args.limit,
@@ -120,7 +120,7 @@ async def follow_settlements(args: argparse.Namespace, settings: Settings) -> in
         while True:
             rows = await connection.fetch(
                 f"""SELECT {", ".join(BATCH_COLUMNS)} FROM settlement_batches WHERE status = 'closed'
-                    ORDER BY closed_at, batch_id"""  # noqa: S608 - fixed column list
+                    ORDER BY closed_at, batch_id"""
             )
             fresh = [dict(r) for r in rows if r["batch_id"] not in seen]
             if fresh:
