@@ -202,16 +202,25 @@ class ReconcileReport:
         return list(self.violations)
 
 
-async def reconcile(connection: Any) -> ReconcileReport:
-    """Run every invariant in one repeatable-read snapshot, so checks see one consistent state."""
-    report = ReconcileReport()
+async def reconcile(connection: Any, own_snapshot: bool = True) -> ReconcileReport:
+    """Run every invariant in one repeatable-read snapshot, so checks see one consistent state.
+
+    With `own_snapshot=False` the checks run in the caller's open transaction instead.
+    """
+    if not own_snapshot:
+        return await _check_all(connection)
     async with connection.transaction(isolation="repeatable_read", readonly=True):
-        for invariant in INVARIANTS:
-            rows = await connection.fetch(f"SELECT * FROM ({invariant.sql}) v LIMIT {EXAMPLES_MAX + 1}")
-            report.checked.append(invariant.name)
-            if rows:
-                total = len(rows)
-                if total > EXAMPLES_MAX:
-                    total = await connection.fetchval(f"SELECT count(*) FROM ({invariant.sql}) v")
-                report.violations.append(Violation(invariant.name, total, [dict(r) for r in rows[:EXAMPLES_MAX]]))
+        return await _check_all(connection)
+
+
+async def _check_all(connection: Any) -> ReconcileReport:
+    report = ReconcileReport()
+    for invariant in INVARIANTS:
+        rows = await connection.fetch(f"SELECT * FROM ({invariant.sql}) v LIMIT {EXAMPLES_MAX + 1}")  # noqa: S608
+        report.checked.append(invariant.name)
+        if rows:
+            total = len(rows)
+            if total > EXAMPLES_MAX:
+                total = await connection.fetchval(f"SELECT count(*) FROM ({invariant.sql}) v")  # noqa: S608
+            report.violations.append(Violation(invariant.name, total, [dict(r) for r in rows[:EXAMPLES_MAX]]))
     return report
