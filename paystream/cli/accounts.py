@@ -54,7 +54,8 @@ async def run_show(args: argparse.Namespace, settings: Settings) -> int:
             print(f"paystream: no account {args.account_id}")
             return 1
         entries = await connection.fetch(
-            """SELECT e.created_at, e.journal_id, j.kind, e.amount_minor FROM entries e JOIN journals j USING (journal_id)
+            """SELECT e.created_at, e.journal_id, j.kind, e.amount_minor
+               FROM entries e JOIN journals j USING (journal_id)
                WHERE e.account_id = $1 ORDER BY e.entry_id DESC LIMIT $2""",
             args.account_id,
             ENTRIES_SHOWN,

@@ -67,8 +67,8 @@ async def show_payment(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     p = payment
     print(f"payment   {p['payment_id']}   status: {p['status'].upper()}")
-    print(f"requested {p['created_at']:%Y-%m-%d %H:%M:%S}Z  {p['amount_minor']} {p['currency']} (minor units)"
-          f"  payer {p['payer_account']} -> merchant {p['merchant_id']}  {p['method']} from {p['country']}")  # fmt: skip
+    print(f"requested {_t(p['created_at'])}  {p['amount_minor']} {p['currency']} (minor units)")
+    print(f"          payer {p['payer_account']} -> merchant {p['merchant_id']}, {p['method']} from {p['country']}")
     print(
         f"risk      {'rejected' if p['status'] == 'rejected' else 'approved'} at {_t(p['risk_at'])}"
         + (f"  reasons: {'; '.join(p['risk_reasons'])}" if p["risk_reasons"] else "")
@@ -78,7 +78,8 @@ async def show_payment(args: argparse.Namespace, settings: Settings) -> int:
     if p["declined_at"]:
         print(f"declined  at {_t(p['declined_at'])}  reasons: {'; '.join(p['decline_reasons'])}")
     if p["cleared_at"]:
-        print(f"cleared   at {_t(p['cleared_at'])}  gross {p['gross_minor']}  fee {p['fee_minor']}  net {p['net_minor']}"
+        print(f"cleared   at {_t(p['cleared_at'])}  gross {p['gross_minor']}  fee {p['fee_minor']}"
+              f"  net {p['net_minor']}"
               f"  journal {p['journal_id']}")  # fmt: skip
     if batch:
         print(
