@@ -205,8 +205,7 @@ class StageLoop(Generic[E]):
         """
         stop = stop or asyncio.Event()
         self.activity = activity or self.activity
-        await self.producer.start()
-        await self.consumer.start()
+        await self._retrying("connect to Kafka", self._start_clients)
         self.consumer.subscribe([self.topic], listener=_Listener(self))
         log.info("stage started", stage=self.stage.name, topic=self.topic, group=self.group_id)
         self.activity.touch()
@@ -226,6 +225,18 @@ class StageLoop(Generic[E]):
         finally:
             await self._shutdown()
         return self.stats
+
+    async def _start_clients(self) -> None:
+        """Start fresh clients: a worker (re)started while the broker restarts waits for it."""
+        self.consumer = make_consumer(self.settings, self.group_id, self.client_id)
+        self.producer = make_producer(self.settings, self.client_id)
+        try:
+            await self.producer.start()
+            await self.consumer.start()
+        except BaseException:
+            await self.consumer.stop()
+            await self.producer.stop()
+            raise
 
     def _idle_long_enough(self, idle_exit_ms: int) -> bool:
         """Burst mode: idle that long, and only once partitions were assigned (else nothing ran yet)."""
