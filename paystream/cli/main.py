@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "paystream.cli.reconcile",
     "paystream.cli.demo",
     "paystream.cli.chaos",
+    "paystream.cli.follow",
 )
 
 EXIT_OPERATING_ERROR = 2
