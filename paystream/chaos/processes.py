@@ -101,6 +101,14 @@ class WorkerFleet:
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop(w) for ws in self.workers.values() for w in ws))
 
+    def count_in_logs(self, needle: str) -> int:
+        """How many log lines of this run's workers contain `needle`."""
+        total = 0
+        for path in self.log_dir.glob("*.log"):
+            with path.open(errors="replace") as log:
+                total += sum(1 for line in log if needle in line)
+        return total
+
     def exited_unexpectedly(self) -> list[WorkerProcess]:
         """Workers that died on their own (not by our signals): a bug or exhausted retries."""
         return [

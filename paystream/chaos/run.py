@@ -58,6 +58,8 @@ class ChaosReport:
     postgres_restarts: int = 0
     scale_ups: int = 0
     scale_downs: int = 0
+    # Partition assignments the workers logged: each is one side of a rebalance.
+    assignments: int = 0
     publish_s: float = 0.0
     chaos_s: float = 0.0
     drain_s: float = 0.0
@@ -97,6 +99,7 @@ async def run_chaos(options: ChaosOptions, base_settings: Any) -> ChaosReport:
         await _drain(settings, fleet, payment_ids, options, report, started)
     finally:
         await fleet.stop_all()
+    report.assignments = fleet.count_in_logs('"partitions assigned"')
     report.check = await check_run(settings, payment_ids)
     report.log(started, "checks " + ("passed" if report.check.ok else "FAILED"))
     return report
@@ -271,6 +274,7 @@ def render_report(report: ChaosReport) -> str:
         f"kafka restarts       {report.kafka_restarts}",
         f"postgres restarts    {report.postgres_restarts}",
         f"scale up / down      {report.scale_ups} / {report.scale_downs} consumer processes",
+        f"rebalances           {report.assignments} partition assignments logged by workers",
         f"time to drain        {report.drain_s:.1f} s",
     ]
     if check is not None:
