@@ -21,6 +21,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from paystream.chaos.checks import TERMINAL, CheckReport, check_run
 from paystream.chaos.processes import WorkerFleet
 from paystream.db.pool import connect
@@ -137,7 +139,7 @@ async def _publish_with_retry(publisher: PaymentPublisher, payment: Any) -> None
         try:
             await publisher.publish(payment)
             return
-        except Exception as error:
+        except (KafkaError, OSError, TimeoutError) as error:
             if attempt == 59:
                 raise PaystreamError(f"publishing kept failing: {error}") from error
             await asyncio.sleep(1.0)
@@ -280,7 +282,10 @@ def render_report(report: ChaosReport) -> str:
     if check is not None:
         lines.append(f"terminal payments    {check.terminal}/{check.payments}")
         for topic, (records, distinct) in check.redelivered.items():
-            lines.append(f"  {topic:<22} {records} records, {distinct} distinct: {records - distinct} re-delivered")
+            lines.append(
+                f"  {topic:<22} {records} records, {distinct} distinct event ids:"
+                f" {records - distinct} repeated deliveries absorbed"
+            )
         lines.append(
             f"settlement batches   {check.batches_closed} closed, {check.batches_seen_downstream} seen downstream"
         )
