@@ -7,6 +7,7 @@ import contextlib
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from paystream.errors import ServiceUnavailableError
@@ -20,7 +21,7 @@ CONNECT_TIMEOUT_S = 15.0
 class ApplyReport:
     created: list[str] = field(default_factory=list)
     ok: list[str] = field(default_factory=list)
-    # topic -> list of "field: expected X, found Y"
+    # topic -> list of "field: expected X, found Y" (partitions, replication, configs)
     drift: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -35,6 +36,19 @@ async def _admin(settings: Settings) -> AIOKafkaAdminClient:
             " (is the stack up? try: paystream stack up)"
         ) from error
     return admin
+
+
+async def _topic_configs(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
+    """Each topic's current configs, as the broker reports them."""
+    if not names:
+        return {}
+    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
+    found: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for resource in response.resources:
+            # (error_code, error_message, resource_type, resource_name, [(name, value, ...), ...])
+            found[resource[3]] = {entry[0]: entry[1] for entry in resource[4]}
+    return found
 
 
 async def apply_topology(settings: Settings, profile: TopologyProfile | None = None) -> ApplyReport:
@@ -61,13 +75,22 @@ async def apply_topology(settings: Settings, profile: TopologyProfile | None = N
             report.created = [settings.topic(spec.name) for spec in missing]
         described = await admin.describe_topics([settings.topic(spec.name) for spec in TOPICS])
         partitions = {d["topic"]: len(d["partitions"]) for d in described}
-        for spec in TOPICS:
+        replicas = {d["topic"]: len(d["partitions"][0]["replicas"]) for d in described if d["partitions"]}
+        existing_specs = [spec for spec in TOPICS if settings.topic(spec.name) not in report.created]
+        configs = await _topic_configs(admin, [settings.topic(spec.name) for spec in existing_specs])
+        for spec in existing_specs:
             name = settings.topic(spec.name)
-            if name in report.created:
-                continue
-            found = partitions.get(name, 0)
-            if found != spec.partitions:
-                report.drift.setdefault(name, []).append(f"partitions: expected {spec.partitions}, found {found}")
+            problems = []
+            if partitions.get(name, 0) != spec.partitions:
+                problems.append(f"partitions: expected {spec.partitions}, found {partitions.get(name, 0)}")
+            if replicas.get(name, 0) != profile.replication_factor:
+                problems.append(f"replication: expected {profile.replication_factor}, found {replicas.get(name, 0)}")
+            for key, expected in topic_config(spec, profile).items():
+                found_value = configs.get(name, {}).get(key)
+                if found_value != expected:
+                    problems.append(f"{key}: expected {expected}, found {found_value}")
+            if problems:
+                report.drift[name] = problems
             else:
                 report.ok.append(name)
     finally:
