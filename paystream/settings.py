@@ -78,7 +78,6 @@ class Settings:
 
     log_level: str = "info"
     log_format: str = "console"
-    metrics_port: int = 0
 
     def topic(self, name: str) -> str:
         """The namespaced topic name for a declared topic."""
