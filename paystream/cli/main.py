@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "paystream.cli.demo",
     "paystream.cli.chaos",
     "paystream.cli.follow",
+    "paystream.cli.loadtest",
 )
 
 EXIT_OPERATING_ERROR = 2

@@ -1,0 +1,1 @@
+"""Load tests: offered traffic at a fixed rate, end-to-end latency and consumer lag measured downstream."""

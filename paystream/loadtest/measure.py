@@ -1,0 +1,71 @@
+"""Latency and lag bookkeeping for a load test: HDR histograms overall and per second."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+LATENCY_US_MAX = 600_000_000  # ten minutes: anything slower is a stall, recorded at the cap
+SIGNIFICANT_DIGITS = 3
+PERCENTILES = (50.0, 90.0, 99.0)
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(1, LATENCY_US_MAX, SIGNIFICANT_DIGITS)
+
+
+@dataclass
+class LatencyRecorder:
+    """End-to-end latency (creation -> outcome seen downstream), overall and per second of the run."""
+
+    overall: HdrHistogram = field(default_factory=new_histogram)
+    per_second: dict[int, HdrHistogram] = field(default_factory=dict)
+
+    def record(self, second: int, latency_us: int) -> None:
+        value = max(1, min(latency_us, LATENCY_US_MAX))
+        self.overall.record_value(value)
+        self.per_second.setdefault(second, new_histogram()).record_value(value)
+
+    @property
+    def count(self) -> int:
+        return int(self.overall.get_total_count())
+
+
+def summary_ms(histogram: HdrHistogram) -> dict[str, float]:
+    """p50/p90/p99/max in milliseconds."""
+    if histogram.get_total_count() == 0:
+        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+    result = {f"p{int(p)}": histogram.get_value_at_percentile(p) / 1000 for p in PERCENTILES}
+    result["max"] = histogram.get_max_value() / 1000
+    return result
+
+
+@dataclass
+class Timeline:
+    """Per-second series for the report and the chart."""
+
+    published: dict[int, int] = field(default_factory=dict)
+    completed: dict[int, int] = field(default_factory=dict)
+    lag: dict[str, dict[int, int]] = field(default_factory=dict)
+
+    def count(self, series: dict[int, int], second: int, n: int = 1) -> None:
+        series[second] = series.get(second, 0) + n
+
+    def as_rows(self, latency: LatencyRecorder) -> list[dict[str, Any]]:
+        seconds = sorted(set(self.published) | set(self.completed) | set(latency.per_second))
+        rows = []
+        for second in seconds:
+            row: dict[str, Any] = {
+                "second": second,
+                "published": self.published.get(second, 0),
+                "completed": self.completed.get(second, 0),
+            }
+            if second in latency.per_second:
+                row.update({f"latency_ms_{k}": v for k, v in summary_ms(latency.per_second[second]).items()})
+            for stage, series in self.lag.items():
+                if second in series:
+                    row[f"lag_{stage}"] = series[second]
+            rows.append(row)
+        return rows
