@@ -122,6 +122,31 @@ class PaymentOutcome(Event, frozen=True, kw_only=True):
     batch_id: RefText | None = None
 
 
+def outcome_of(
+    payment: PaymentRequested,
+    status: OutcomeStatus,
+    stage: Literal["risk", "funds", "clearing", "settlement"],
+    occurred_at: datetime,
+    reasons: list[str] | None = None,
+    batch_id: str | None = None,
+) -> PaymentOutcome:
+    """The outcome event of `payment` reaching `status`; its id is fixed by payment and status."""
+    return PaymentOutcome(
+        event_id=outcome_event_id(payment.payment_id, status),
+        payment_id=payment.payment_id,
+        status=status,
+        stage=stage,
+        reasons=reasons or [],
+        payer_account=payment.payer_account,
+        merchant_id=payment.merchant_id,
+        amount_minor=payment.amount_minor,
+        currency=payment.currency,
+        created_at=payment.created_at,
+        occurred_at=occurred_at,
+        batch_id=batch_id,
+    )
+
+
 def risk_event_id(payment_id: str) -> str:
     return f"{payment_id}:risk"
 

@@ -29,9 +29,8 @@ from paystream.stage.contract import Accepted, Output, Refused, StageResult, Tic
 from schemas.payments import (
     FundsHeld,
     PaymentCleared,
-    PaymentOutcome,
     clearing_event_id,
-    outcome_event_id,
+    outcome_of,
 )
 from topology.topics import FUNDS_HELD, PAYMENTS_CLEARED, PAYMENTS_OUTCOMES
 from workers.fees import FeeSchedule, split
@@ -140,19 +139,7 @@ def _outputs(done: Cleared, event: FundsHeld) -> list[Output]:
         Output(
             PAYMENTS_OUTCOMES,
             done.payment_id,
-            PaymentOutcome(
-                event_id=outcome_event_id(done.payment_id, "cleared"),
-                payment_id=done.payment_id,
-                status="cleared",
-                stage="clearing",
-                reasons=[],
-                payer_account=done.payer_account,
-                merchant_id=done.merchant_id,
-                amount_minor=done.gross_minor,
-                currency=payment.currency,
-                created_at=payment.created_at,
-                occurred_at=done.cleared_at,
-            ),
+            outcome_of(payment, "cleared", "clearing", done.cleared_at),
         ),
     ]
 

@@ -21,11 +21,10 @@ from paystream.db.arrays import join_reasons
 from paystream.stage.contract import Accepted, Output, StageResult, Tick
 from schemas.payments import (
     FundsHeld,
-    PaymentOutcome,
     PaymentRequested,
     RiskAssessed,
     funds_event_id,
-    outcome_event_id,
+    outcome_of,
 )
 from topology.topics import FUNDS_HELD, PAYMENTS_APPROVED, PAYMENTS_OUTCOMES
 
@@ -125,19 +124,7 @@ def _output(payment: PaymentRequested, decision: HoldDecision) -> Output:
     return Output(
         PAYMENTS_OUTCOMES,
         payment.payment_id,
-        PaymentOutcome(
-            event_id=outcome_event_id(payment.payment_id, "declined"),
-            payment_id=payment.payment_id,
-            status="declined",
-            stage="funds",
-            reasons=list(decision.reasons),
-            payer_account=payment.payer_account,
-            merchant_id=payment.merchant_id,
-            amount_minor=payment.amount_minor,
-            currency=payment.currency,
-            created_at=payment.created_at,
-            occurred_at=decision.decided_at,
-        ),
+        outcome_of(payment, "declined", "funds", decision.decided_at, list(decision.reasons)),
     )
 
 

@@ -22,10 +22,9 @@ import msgspec
 from paystream.db.arrays import join_reasons
 from paystream.stage.contract import Accepted, Output, Refused, StageResult, Tick
 from schemas.payments import (
-    PaymentOutcome,
     PaymentRequested,
     RiskAssessed,
-    outcome_event_id,
+    outcome_of,
     risk_event_id,
 )
 from topology.topics import PAYMENTS_APPROVED, PAYMENTS_OUTCOMES, PAYMENTS_REQUESTED
@@ -106,19 +105,7 @@ def _output(decided: Decided) -> Output:
     return Output(
         PAYMENTS_OUTCOMES,
         payment.payment_id,
-        PaymentOutcome(
-            event_id=outcome_event_id(payment.payment_id, "rejected"),
-            payment_id=payment.payment_id,
-            status="rejected",
-            stage="risk",
-            reasons=decided.reasons,
-            payer_account=payment.payer_account,
-            merchant_id=payment.merchant_id,
-            amount_minor=payment.amount_minor,
-            currency=payment.currency,
-            created_at=payment.created_at,
-            occurred_at=decided.assessed_at,
-        ),
+        outcome_of(payment, "rejected", "risk", decided.assessed_at, decided.reasons),
     )
 
 
