@@ -36,7 +36,7 @@ from aiokafka.errors import (
 )
 
 from paystream.errors import PaystreamError
-from paystream.kafka import make_consumer, make_producer
+from paystream.kafka import make_consumer, make_producer, send_in_batches
 from paystream.settings import Settings
 from paystream.stage.contract import Accepted, E, Origin, Output, Refused, Stage, StageResult
 from paystream.stage.crash import CrashSwitch
@@ -333,14 +333,10 @@ class StageLoop(Generic[E]):
         return result
 
     async def _produce(self, outputs: Sequence[Output]) -> None:
-        futures = [
-            await self.producer.send(
-                self.settings.topic(output.topic),
-                value=encode(output.event),
-                key=output.key.encode(),
-            )
-            for output in outputs
-        ]
+        futures = await send_in_batches(
+            self.producer,
+            ((self.settings.topic(output.topic), output.key.encode(), encode(output.event)) for output in outputs),
+        )
         if futures:
             await asyncio.wait_for(asyncio.gather(*futures), timeout=self.settings.produce_timeout_ms / 1000)
 

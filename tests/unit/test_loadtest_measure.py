@@ -36,3 +36,11 @@ def test_timeline_rows_merge_series() -> None:
     assert rows[0]["lag_risk"] == 7
     assert rows[1]["completed"] == 1
     assert recorder.count == 2
+
+
+def test_nearest_rank_percentiles_of_a_list() -> None:
+    from paystream.loadtest.measure import list_summary_ms
+
+    values = [v * 1_000 for v in range(1, 101)]  # 1..100 ms
+    assert list_summary_ms(values) == {"p50": 50.0, "p90": 90.0, "p99": 99.0, "max": 100.0}
+    assert list_summary_ms([7_000]) == {"p50": 7.0, "p90": 7.0, "p99": 7.0, "max": 7.0}
