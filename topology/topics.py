@@ -1,11 +1,14 @@
 """Every topic paystream uses, declared once: partitions, key, value schema, retention.
 
 Replication and min.insync.replicas come from a profile (`local` or
-`production`), so the same declaration serves the one-broker stack and a cluster.
+`production`), so the same declaration serves the one-broker stack and a
+cluster. Other modules import the name constants, never a string literal, so a
+renamed topic is one edit.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 DAY_MS = 86_400_000
@@ -18,50 +21,122 @@ PAYMENTS_OUTCOMES = "payments.outcomes"
 SETTLEMENTS_CLOSED = "settlements.closed"
 DEAD_LETTER = "paystream.dead-letter"
 
+# Kafka's own rule for topic names; checked here so a bad name fails at import, not at apply.
+_LEGAL_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
+
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
+    """One topic as paystream needs it; `key` names what the record key holds."""
+
     name: str
     partitions: int
     key: str
     value_schema: str
     retention_ms: int
+    cleanup_policy: str
     description: str
-    cleanup_policy: str = "delete"
     max_message_bytes: int = 1_048_576
+
+    def __post_init__(self) -> None:
+        # Programmer errors in the declaration: crash at import.
+        assert _LEGAL_NAME.fullmatch(self.name), self.name
+        assert self.partitions >= 1, self
+        assert self.retention_ms > 0, self
+        assert self.cleanup_policy in CLEANUP_POLICIES, self
+        assert self.key and self.value_schema, self
 
 
 @dataclass(frozen=True, slots=True)
 class TopologyProfile:
+    """Durability settings that depend on the cluster, not on the topic."""
+
     name: str
     replication_factor: int
     min_insync_replicas: int
 
+    def __post_init__(self) -> None:
+        # min ISR above the replication factor would refuse every acks=all write.
+        assert 1 <= self.min_insync_replicas <= self.replication_factor, self
 
-PROFILES = {
+
+PROFILES: dict[str, TopologyProfile] = {
     "local": TopologyProfile("local", replication_factor=1, min_insync_replicas=1),
+    # Survives the loss of one broker without refusing writes or losing acknowledged ones.
     "production": TopologyProfile("production", replication_factor=3, min_insync_replicas=2),
 }
+DEFAULT_PROFILE = PROFILES["local"]
 
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(PAYMENTS_REQUESTED, 8, "payer_account", "payment.requested", 7 * DAY_MS,
-              "payment requests from upstream systems"),
-    TopicSpec(PAYMENTS_APPROVED, 8, "payer_account", "risk.assessed", 7 * DAY_MS,
-              "payments the risk stage approved"),
-    TopicSpec(FUNDS_HELD, 8, "payer_account", "funds.held", 7 * DAY_MS,
-              "payments whose amount is held on the payer's account"),
-    TopicSpec(PAYMENTS_CLEARED, 8, "merchant_id", "payment.cleared", 7 * DAY_MS,
-              "captured payments with their fee split, for settlement"),
-    TopicSpec(PAYMENTS_OUTCOMES, 8, "payment_id", "payment.outcome", 30 * DAY_MS,
-              "terminal and customer-visible statuses, for downstream systems"),
-    TopicSpec(SETTLEMENTS_CLOSED, 4, "merchant_id", "settlement.batch_closed", 90 * DAY_MS,
-              "closed settlement batches with fixed totals, for payouts"),
-    TopicSpec(DEAD_LETTER, 2, "stage", "dead_letter", 30 * DAY_MS,
-              "records a stage could not use, with the reason and origin"),
-)  # fmt: skip
+    TopicSpec(
+        name=PAYMENTS_REQUESTED,
+        partitions=8,
+        key="payer_account",
+        value_schema="payment.requested",
+        retention_ms=7 * DAY_MS,
+        cleanup_policy="delete",
+        description="payment requests from upstream systems",
+    ),
+    TopicSpec(
+        name=PAYMENTS_APPROVED,
+        partitions=8,
+        key="payer_account",
+        value_schema="risk.assessed",
+        retention_ms=7 * DAY_MS,
+        cleanup_policy="delete",
+        description="payments the risk stage approved",
+    ),
+    TopicSpec(
+        name=FUNDS_HELD,
+        partitions=8,
+        key="payer_account",
+        value_schema="funds.held",
+        retention_ms=7 * DAY_MS,
+        cleanup_policy="delete",
+        description="payments whose amount is held on the payer's account",
+    ),
+    TopicSpec(
+        name=PAYMENTS_CLEARED,
+        partitions=8,
+        key="merchant_id",
+        value_schema="payment.cleared",
+        retention_ms=7 * DAY_MS,
+        cleanup_policy="delete",
+        description="captured payments with their fee split, for settlement",
+    ),
+    TopicSpec(
+        name=PAYMENTS_OUTCOMES,
+        partitions=8,
+        key="payment_id",
+        value_schema="payment.outcome",
+        retention_ms=30 * DAY_MS,
+        cleanup_policy="delete",
+        description="terminal and customer-visible statuses, for downstream systems",
+    ),
+    TopicSpec(
+        name=SETTLEMENTS_CLOSED,
+        partitions=4,
+        key="merchant_id",
+        value_schema="settlement.batch_closed",
+        retention_ms=90 * DAY_MS,
+        cleanup_policy="delete",
+        description="closed settlement batches with fixed totals; downstream keys its own state on batch_id",
+    ),
+    TopicSpec(
+        name=DEAD_LETTER,
+        partitions=2,
+        key="stage",
+        value_schema="dead_letter",
+        retention_ms=30 * DAY_MS,
+        cleanup_policy="delete",
+        description="records a stage could not use, with the reason and their origin",
+    ),
+)
 
 
 def topic_spec(name: str) -> TopicSpec:
+    """The declaration of one topic; an unknown name is a programmer error and says what exists."""
     for spec in TOPICS:
         if spec.name == name:
             return spec
@@ -69,7 +144,11 @@ def topic_spec(name: str) -> TopicSpec:
 
 
 def topic_config(spec: TopicSpec, profile: TopologyProfile) -> dict[str, str]:
-    """The broker-side configs paystream sets on (and verifies for) each topic."""
+    """The broker-side configs paystream sets on (and verifies for) each topic.
+
+    All are set explicitly, even where they equal Kafka's default, so a broker
+    with other defaults cannot change how long payments are kept.
+    """
     return {
         "retention.ms": str(spec.retention_ms),
         "cleanup.policy": spec.cleanup_policy,
