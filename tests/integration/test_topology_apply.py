@@ -175,9 +175,20 @@ def test_the_command_prints_one_line_per_topic_and_exits_1_on_drift(
 
 
 async def _add_partitions(settings: Settings, name: str, total: int) -> None:
+    """Grow a topic and wait until the broker's metadata shows it.
+
+    The controller accepts CreatePartitions before the broker's metadata cache
+    has the new partitions; without the wait, the next read races the change.
+    """
     admin = await _admin(settings)
     try:
         await admin.create_partitions({name: NewPartitions(total)})
+        for _attempt in range(100):
+            (described,) = await admin.describe_topics([name])
+            if len(described["partitions"]) == total:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{name} never showed {total} partitions")
     finally:
         await admin.close()
 
