@@ -1,4 +1,9 @@
-"""structlog set-up: console lines for people, JSON lines for operators."""
+"""structlog set-up: console lines for people, JSON lines for operators.
+
+aiokafka and asyncpg log through the standard library; their records go
+through the same renderer, so an operator's JSON log stays one JSON object
+per line whichever library wrote it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,21 @@ import structlog
 
 from paystream.settings import Settings
 
+# aiokafka logs these at ERROR while it retries them itself (a group
+# coordinator still loading after the broker starts, a leader moving): an
+# operator needs to see them, but they are not failures of ours.
+_RETRIED_BY_AIOKAFKA = ("GroupCoordinatorNotAvailableError", "NotCoordinatorForGroupError", "Error 15", "Error 16")
+
+
+class _RetriedByClient(logging.Filter):
+    """Report errors that the Kafka client retries on its own as warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and any(mark in record.getMessage() for mark in _RETRIED_BY_AIOKAFKA):
+            record.levelno = logging.WARNING
+            record.levelname = "WARNING"
+        return True
+
 
 def configure_logging(settings: Settings) -> None:
     level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
@@ -17,16 +37,26 @@ def configure_logging(settings: Settings) -> None:
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
-        ],
+        processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # aiokafka logs through the standard library; keep its warnings visible.
-    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RetriedByClient())
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # The libraries' warnings stay visible; their info chatter does not.
+    root.setLevel(max(level, logging.WARNING))

@@ -228,6 +228,10 @@ class StageLoop(Generic[E]):
 
     async def _start_clients(self) -> None:
         """Start fresh clients: a worker (re)started while the broker restarts waits for it."""
+        # The clients made earlier (in __init__ or by a failed attempt) never
+        # started; closing them releases them instead of leaking sockets and tasks.
+        await self.consumer.stop()
+        await self.producer.stop()
         self.consumer = make_consumer(self.settings, self.group_id, self.client_id)
         self.producer = make_producer(self.settings, self.client_id)
         try:
