@@ -6,13 +6,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PAYSTREAM := $(BIN)/paystream
 
-.PHONY: help venv stack-up stack-down stack-status lint format test test-unit test-integration test-chaos demo chaos clean
+.PHONY: help venv stack-up stack-down stack-status lint format test test-unit test-integration test-chaos demo chaos bench clean
 
 help:
 	@echo "make demo        - the whole pipeline on the local stack (starts it), then reconcile"
 	@echo "make test        - lint + unit + integration + crash-point matrix + short chaos run"
 	@echo "make test-unit   - fast tests, no services"
 	@echo "make chaos       - the full-length chaos run (paystream chaos)"
+	@echo "make bench       - paystream vs a naive baseline and a pass-through ceiling; updates docs/performance.md"
 	@echo "make stack-up / stack-down / stack-status"
 
 # Re-install only when pyproject.toml changed.
@@ -66,6 +67,10 @@ demo: venv
 chaos: venv
 	$(PAYSTREAM) stack ensure
 	$(PAYSTREAM) chaos --json reports/chaos-latest.json
+
+bench: venv
+	$(PAYSTREAM) stack ensure
+	$(PAYSTREAM) bench --write-doc
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -15,9 +15,14 @@ import structlog
 from paystream.settings import Settings
 
 # aiokafka logs these at ERROR while it retries them itself (a group
-# coordinator still loading after the broker starts, a leader moving): an
-# operator needs to see them, but they are not failures of ours.
-_RETRIED_BY_AIOKAFKA = ("GroupCoordinatorNotAvailableError", "NotCoordinatorForGroupError", "Error 15", "Error 16")
+# coordinator still loading after the broker starts, a partition whose leader
+# is not serving yet or moved): an operator needs to see them, but they are
+# not failures of ours.
+_RETRIED_BY_AIOKAFKA = (
+    "GroupCoordinatorNotAvailableError",
+    "NotCoordinatorForGroupError",
+    "NotLeaderForPartitionError",
+)
 
 
 class _RetriedByClient(logging.Filter):

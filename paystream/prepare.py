@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient
 
 from paystream.db.migrate import migrate
 from paystream.db.pool import connect
@@ -63,6 +64,20 @@ async def drop_database(settings: Settings) -> None:
     admin = await asyncpg.connect(_with_database(settings.database_url, "postgres"), timeout=10)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def delete_topics(settings: Settings) -> int:
+    """Delete every topic of a run's namespace (never an un-namespaced one); returns how many."""
+    assert settings.namespace, "refusing to delete topics without a run namespace"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        ours = [name for name in await admin.list_topics() if name.startswith(settings.namespace)]
+        if ours:
+            await admin.delete_topics(ours)
+        return len(ours)
     finally:
         await admin.close()
 

@@ -54,6 +54,8 @@ class WorkerFleet:
     settings: Settings
     log_dir: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    # What each process runs, followed by the stage name: `paystream worker STAGE` by default.
+    command: tuple[str, ...] = ("-m", "paystream.cli.main", "worker")
     workers: dict[str, list[WorkerProcess]] = field(default_factory=dict)
     started_count: int = 0
 
@@ -65,9 +67,7 @@ class WorkerFleet:
         with log_path.open("wb") as log_file:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "paystream.cli.main",
-                "worker",
+                *self.command,
                 stage,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,

@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "paystream.cli.chaos",
     "paystream.cli.follow",
     "paystream.cli.loadtest",
+    "paystream.cli.bench",
 )
 
 EXIT_OPERATING_ERROR = 2

@@ -40,13 +40,21 @@ POM_TEMPLATE = """<project xmlns="http://maven.apache.org/POM/4.0.0">
 </project>
 """
 
+# The broker logs every topic created or deleted at INFO (megabytes per test
+# run): the file rolls at 20 MB and three old files are kept, so it is bounded.
 LOG4J_PROPERTIES = """rootLogger.level=INFO
 rootLogger.appenderRef.file.ref=FILE
-appender.file.type=File
+appender.file.type=RollingFile
 appender.file.name=FILE
 appender.file.fileName=${sys:kafka.logs.dir}/server.log
+appender.file.filePattern=${sys:kafka.logs.dir}/server.log.%i
 appender.file.layout.type=PatternLayout
 appender.file.layout.pattern=[%d] %p %m (%c)%n
+appender.file.policies.type=Policies
+appender.file.policies.size.type=SizeBasedTriggeringPolicy
+appender.file.policies.size.size=20MB
+appender.file.strategy.type=DefaultRolloverStrategy
+appender.file.strategy.max=3
 logger.kafka.name=kafka
 logger.kafka.level=INFO
 logger.state.name=state.change.logger
@@ -182,6 +190,7 @@ async def start(settings: Settings) -> int:
             pid_file(settings),
         )  # fmt: skip
     await wait_ready(settings)
+    _record_version(settings)
     return pid
 
 
@@ -239,9 +248,29 @@ def stop(settings: Settings) -> bool:
     return stop_process(pid_file(settings), grace_s=60.0)
 
 
+def version_file(settings: Settings) -> Path:
+    return kafka_dir(settings) / "version"
+
+
+def _record_version(settings: Settings) -> None:
+    """Keep the version the broker states at start-up: later its log rolls past that line."""
+    found = _version_in_log(log_file(settings))
+    if found is not None:
+        version_file(settings).write_text(found)
+
+
+def _version_in_log(path: Path) -> str | None:
+    found = None
+    with contextlib.suppress(FileNotFoundError), path.open(errors="replace") as log:
+        for line in log:
+            if "Kafka version:" in line:
+                found = line.split("Kafka version:", 1)[1].split("(", 1)[0].strip()
+    return found
+
+
 def version(settings: Settings) -> str | None:
-    """The running broker's version, as its own log states it."""
-    for line in reversed(log_tail(log_file(settings), 2_000).splitlines()):
-        if "Kafka version:" in line:
-            return line.split("Kafka version:", 1)[1].split("(", 1)[0].strip()
-    return None
+    """The running broker's version, as it stated it when it started."""
+    try:
+        return version_file(settings).read_text().strip() or None
+    except FileNotFoundError:
+        return _version_in_log(log_file(settings))

@@ -1,0 +1,259 @@
+"""One benchmark run: the three systems measured alike, interleaved, on this machine.
+
+For each system (paystream, the naive baseline, the pass-through ceiling)
+and each repetition:
+- throughput: a backlog of generated payments is published first, then the
+  system's four worker processes start; the sustained rate is read from the
+  times their first outcomes appear downstream (see `measure`);
+- latency (paystream and the ceiling): workers start, a warm-up batch goes
+  through, then payments are offered at a fixed rate, each stamped
+  `created_at` when sent; latency is until its first outcome is read.
+Every run has its own topics and database, deleted afterwards. Systems are
+interleaved within each repetition so that machine noise spreads over all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaConsumer
+
+from paystream.bench.measure import sustained_rate_per_s
+from paystream.chaos.processes import WorkerFleet
+from paystream.demo_data import build_world
+from paystream.errors import PaystreamError
+from paystream.generator import PaymentGenerator
+from paystream.loadtest.measure import LatencyRecorder, summary_ms
+from paystream.prepare import delete_topics, drop_database, isolated_settings, prepare_environment
+from paystream.publisher import PaymentPublisher
+from paystream.settings import Settings
+from paystream.topic_scan import topic_partitions
+from topology.topics import PAYMENTS_OUTCOMES
+from workers import STAGE_NAMES
+
+FIRST_OUTCOMES = frozenset({"rejected", "declined", "cleared"})
+WARMUP_PAYMENTS = 200
+POLL_S = 0.2
+
+
+class BenchFailedError(PaystreamError):
+    """A run did not complete: the figures would be wrong, so none are reported."""
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    payments: int = 20_000
+    naive_payments: int = 1_500
+    repeat: int = 3
+    rate_per_s: float = 500.0
+    latency_duration_s: float = 20.0
+    run_timeout_s: float = 300.0
+    work_dir: Path = Path("reports/bench")
+    seed: int = 7
+
+
+@dataclass
+class ThroughputRun:
+    system: str
+    payments: int
+    rate_per_s: float
+    drain_s: float
+
+
+@dataclass
+class LatencyRun:
+    system: str
+    offered_per_s: float
+    payments: int
+    achieved_per_s: float
+    latency_ms: dict[str, float]
+
+
+@dataclass
+class BenchResult:
+    options: BenchOptions
+    throughput: list[ThroughputRun] = field(default_factory=list)
+    latency: list[LatencyRun] = field(default_factory=list)
+
+
+class _Outcome(msgspec.Struct):
+    """What the observer needs of an outcome (or, for the ceiling, of a payment copied four times)."""
+
+    payment_id: str
+    created_at: datetime
+    status: str = "cleared"
+
+
+@dataclass
+class Observer:
+    """Reads payments.outcomes like a downstream system; the first outcome of each payment completes it."""
+
+    settings: Settings
+    counted: Callable[[str], bool] = lambda _payment_id: True
+    completed_at_s: list[float] = field(default_factory=list)
+    latency: LatencyRecorder = field(default_factory=LatencyRecorder)
+    _seen: set[str] = field(default_factory=set)
+
+    @property
+    def completed(self) -> int:
+        return len(self._seen)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        decoder = msgspec.json.Decoder(_Outcome)
+        try:
+            partitions = await topic_partitions(consumer, self.settings.topic(PAYMENTS_OUTCOMES))
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=100)
+                now_s = time.monotonic()
+                now = datetime.now(UTC)
+                for records in batch.values():
+                    for record in records:
+                        outcome = decoder.decode(record.value)
+                        if outcome.status not in FIRST_OUTCOMES or outcome.payment_id in self._seen:
+                            continue
+                        self._seen.add(outcome.payment_id)
+                        if self.counted(outcome.payment_id):
+                            self.completed_at_s.append(now_s)
+                            latency_us = int((now - outcome.created_at).total_seconds() * 1_000_000)
+                            self.latency.record(0, latency_us)
+        finally:
+            await consumer.stop()
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def run_bench(options: BenchOptions, base: Settings) -> BenchResult:
+    result = BenchResult(options)
+    for repetition in range(1, options.repeat + 1):
+        for system in ("paystream", "naive", "passthrough"):
+            payments = options.naive_payments if system == "naive" else options.payments
+            _progress(f"[{repetition}/{options.repeat}] throughput  {system:<11} {payments:,} payments ...")
+            run = await _throughput_run(options, base, system, payments)
+            _progress(f"    {run.rate_per_s:,.1f} payments/s sustained, drained in {run.drain_s:.1f} s")
+            result.throughput.append(run)
+        for system in ("paystream", "passthrough"):
+            _progress(
+                f"[{repetition}/{options.repeat}] latency     {system:<11}"
+                f" {options.rate_per_s:g}/s for {options.latency_duration_s:g} s ..."
+            )
+            latency = await _latency_run(options, base, system)
+            _progress(
+                f"    p50 {latency.latency_ms['p50']:.0f} ms  p99 {latency.latency_ms['p99']:.0f} ms"
+                f"  achieved {latency.achieved_per_s:,.1f}/s"
+            )
+            result.latency.append(latency)
+    return result
+
+
+@contextlib.asynccontextmanager
+async def _environment(options: BenchOptions, base: Settings, system: str) -> Any:
+    """A run's own topics, database and four worker processes; all removed afterwards."""
+    run_id = f"bench{system[:4]}{uuid.uuid4().hex[:6]}"
+    settings = isolated_settings(base, run_id)
+    await prepare_environment(settings)
+    fleet = WorkerFleet(settings, options.work_dir / run_id, command=("-m", "paystream.bench.worker", system))
+    try:
+        yield settings, fleet
+    finally:
+        await fleet.stop_all()
+        await drop_database(settings)
+        await delete_topics(settings)
+
+
+async def _throughput_run(options: BenchOptions, base: Settings, system: str, payments: int) -> ThroughputRun:
+    async with _environment(options, base, system) as (settings, fleet):
+        generator = PaymentGenerator(build_world(), options.seed, f"{settings.namespace}t")
+        async with PaymentPublisher(settings, client_id="paystream-bench") as publisher:
+            await publisher.publish_many(
+                g.payment for g in generator.generate(payments, datetime.now(UTC), timedelta(microseconds=100))
+            )
+        observer = Observer(settings)
+        stop = asyncio.Event()
+        watching = asyncio.create_task(observer.run(stop))
+        started_s = time.monotonic()
+        for stage in STAGE_NAMES:
+            await fleet.start(stage)
+        try:
+            await _wait_complete(observer, payments, fleet, options.run_timeout_s, system)
+        finally:
+            stop.set()
+            await watching
+        drain_s = max(observer.completed_at_s) - started_s
+        return ThroughputRun(system, payments, sustained_rate_per_s(observer.completed_at_s), drain_s)
+
+
+async def _latency_run(options: BenchOptions, base: Settings, system: str) -> LatencyRun:
+    async with _environment(options, base, system) as (settings, fleet):
+        measured_prefix = f"{settings.namespace}m"
+        observer = Observer(settings, counted=lambda payment_id: payment_id.startswith(measured_prefix))
+        stop = asyncio.Event()
+        watching = asyncio.create_task(observer.run(stop))
+        for stage in STAGE_NAMES:
+            await fleet.start(stage)
+        world = build_world()
+        try:
+            # Warm-up: group joins, connections and caches, outside the measurement.
+            warmup = PaymentGenerator(world, options.seed, f"{settings.namespace}w")
+            async with PaymentPublisher(settings, client_id="paystream-bench-warmup") as publisher:
+                await publisher.publish_many(
+                    g.payment for g in warmup.generate(WARMUP_PAYMENTS, datetime.now(UTC), timedelta(0))
+                )
+            await _wait_complete(observer, WARMUP_PAYMENTS, fleet, options.run_timeout_s, system)
+            total = int(options.rate_per_s * options.latency_duration_s)
+            generator = PaymentGenerator(world, options.seed + 1, measured_prefix)
+            started_s = time.monotonic()
+            await _publish_at_rate(settings, generator, total, options.rate_per_s)
+            await _wait_complete(observer, WARMUP_PAYMENTS + total, fleet, options.run_timeout_s, system)
+        finally:
+            stop.set()
+            await watching
+        achieved = total / (max(observer.completed_at_s) - started_s)
+        return LatencyRun(system, options.rate_per_s, total, achieved, summary_ms(observer.latency.overall))
+
+
+async def _publish_at_rate(settings: Settings, generator: PaymentGenerator, total: int, rate_per_s: float) -> None:
+    interval_s = 1.0 / rate_per_s
+    started_s = time.monotonic()
+    async with PaymentPublisher(settings, client_id="paystream-bench-load") as publisher:
+        for index, generated in enumerate(generator.generate(total, datetime.now(UTC), timedelta(0))):
+            ahead_s = started_s + index * interval_s - time.monotonic()
+            if ahead_s > 0:
+                await asyncio.sleep(ahead_s)
+            # Stamped at send time: latency then measures the system, not the generator.
+            await publisher.publish(msgspec.structs.replace(generated.payment, created_at=datetime.now(UTC)))
+
+
+async def _wait_complete(observer: Observer, expected: int, fleet: WorkerFleet, timeout_s: float, system: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while observer.completed < expected:
+        crashed = fleet.exited_unexpectedly()
+        if crashed:
+            raise BenchFailedError(
+                f"{system}: worker {crashed[0].stage} exited with {crashed[0].process.returncode};"
+                f" its log: {crashed[0].log_path}"
+            )
+        if time.monotonic() > deadline:
+            raise BenchFailedError(
+                f"{system}: only {observer.completed:,} of {expected:,} payments completed within {timeout_s:g} s"
+            )
+        await asyncio.sleep(POLL_S)

@@ -1,0 +1,72 @@
+"""`paystream bench`: paystream against a naive baseline and a pass-through ceiling, in one run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from paystream.bench.report import machine_description, markdown, summarise, write_into_doc
+from paystream.bench.run import BenchOptions, run_bench
+from paystream.settings import Settings
+from paystream.stack.services import status
+
+PERFORMANCE_DOC = Path("docs/performance.md")
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("bench", help="throughput vs a naive baseline and a pass-through ceiling; latency")
+    defaults = BenchOptions()
+    parser.add_argument("--payments", type=int, default=defaults.payments, help="backlog per throughput run")
+    parser.add_argument("--naive-payments", type=int, default=defaults.naive_payments, help="backlog, naive runs")
+    parser.add_argument("--repeat", type=int, default=defaults.repeat, help="repetitions (medians are reported)")
+    parser.add_argument("--rate", type=float, default=defaults.rate_per_s, help="offered payments/s, latency runs")
+    parser.add_argument("--latency-duration", type=float, default=defaults.latency_duration_s, help="seconds")
+    parser.add_argument("--json", type=Path, default=Path("reports/bench-latest.json"), help="every run's figures")
+    parser.add_argument("--write-doc", action="store_true", help=f"update the tables in {PERFORMANCE_DOC}")
+    parser.set_defaults(func=run)
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    problems = [
+        f"--{name} must be between {low:,} and {high:,}"
+        for name, value, low, high in (
+            ("payments", args.payments, 1_000, 1_000_000),
+            ("naive-payments", args.naive_payments, 100, 100_000),
+            ("repeat", args.repeat, 1, 20),
+            ("rate", args.rate, 1, 100_000),
+            ("latency-duration", args.latency_duration, 1, 3_600),
+        )
+        if not low <= value <= high
+    ]
+    if problems:
+        print("paystream: " + "; ".join(problems))
+        return 2
+    options = BenchOptions(
+        payments=args.payments,
+        naive_payments=args.naive_payments,
+        repeat=args.repeat,
+        rate_per_s=args.rate,
+        latency_duration_s=args.latency_duration,
+    )
+    # The figures are the output: the Kafka client's retried warnings (a new
+    # topic's leader not serving for a few milliseconds) stay in the workers' logs.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    versions = [s.version for s in await status(settings) if s.version]
+    result = await run_bench(options, settings)
+    summary = summarise(result)
+    machine = machine_description(versions)
+    body = markdown(summary, machine)
+    print()
+    print(body)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    runs = {"throughput": [asdict(r) for r in result.throughput], "latency": [asdict(r) for r in result.latency]}
+    args.json.write_text(json.dumps({"machine": machine, "summary": summary, "runs": runs}, indent=2))
+    print(f"\nevery run's figures: {args.json}")
+    if args.write_doc:
+        write_into_doc(PERFORMANCE_DOC, body)
+        print(f"updated {PERFORMANCE_DOC}")
+    return 0

@@ -1,0 +1,47 @@
+"""`paystream bench` end to end on the real stack, at a size that runs in seconds.
+
+Timing is not asserted (a benchmark measures, a test checks): this checks that
+each system really processed its whole backlog and that the figures and
+ratios written are the ones computed from the runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from paystream.cli.main import main
+
+
+def test_bench_runs_every_system_and_reports_consistent_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "bench.json"
+    argv = ["bench", "--payments", "1000", "--naive-payments", "100", "--repeat", "1"]
+    argv += ["--rate", "200", "--latency-duration", "2", "--json", str(report)]
+    assert main(argv) == 0
+
+    data = json.loads(report.read_text())
+    throughput = {run["system"]: run for run in data["runs"]["throughput"]}
+    assert set(throughput) == {"paystream", "naive", "passthrough"}
+    assert throughput["paystream"]["payments"] == 1000
+    assert throughput["naive"]["payments"] == 100
+    assert all(run["rate_per_s"] > 0 and run["drain_s"] > 0 for run in throughput.values())
+
+    summary = data["summary"]
+    assert summary["ratio_vs_naive"] == pytest.approx(
+        throughput["paystream"]["rate_per_s"] / throughput["naive"]["rate_per_s"]
+    )
+    assert summary["ratio_vs_ceiling"] == pytest.approx(
+        throughput["paystream"]["rate_per_s"] / throughput["passthrough"]["rate_per_s"]
+    )
+    latency = {run["system"]: run for run in data["runs"]["latency"]}
+    assert set(latency) == {"paystream", "passthrough"}
+    for run in latency.values():
+        assert run["payments"] == 400
+        assert 0 < run["latency_ms"]["p50"] <= run["latency_ms"]["p99"] <= run["latency_ms"]["max"]
+
+    printed = capsys.readouterr().out
+    assert f"paystream / naive: **{summary['ratio_vs_naive']:.1f}x**" in printed
