@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "paystream.cli.follow",
     "paystream.cli.loadtest",
     "paystream.cli.bench",
+    "paystream.cli.replay",
 )
 
 EXIT_OPERATING_ERROR = 2
