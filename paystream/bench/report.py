@@ -64,8 +64,9 @@ def markdown(summary: dict[str, Any], machine: str) -> str:
     runs = summary["throughput_per_s"]["runs"]
     lines = [
         f"Machine: {machine}.",
-        f"Repetitions: {options['repeat']}; backlog {int(options['payments']):,} payments"
-        f" ({int(options['naive_payments']):,} for the naive baseline).",
+        f"Repetitions: {options['repeat']}; backlogs of {int(options['payments']):,} payments for paystream,"
+        f" {int(options['naive_payments']):,} for the naive baseline and {int(options['ceiling_payments']):,}"
+        " for the pass-through ceiling.",
         "",
         "| system | sustained throughput (median) | each run | paystream ÷ system |",
         "| --- | ---: | --- | ---: |",

@@ -52,8 +52,11 @@ class BenchFailedError(PaystreamError):
 
 @dataclass(frozen=True)
 class BenchOptions:
-    payments: int = 20_000
+    # Backlogs sized so that each system drains for roughly ten seconds here:
+    # a shorter drain measures start-up more than throughput.
+    payments: int = 40_000
     naive_payments: int = 1_500
+    ceiling_payments: int = 150_000
     repeat: int = 3
     rate_per_s: float = 500.0
     latency_duration_s: float = 20.0
@@ -146,7 +149,11 @@ async def run_bench(options: BenchOptions, base: Settings) -> BenchResult:
     result = BenchResult(options)
     for repetition in range(1, options.repeat + 1):
         for system in ("paystream", "naive", "passthrough"):
-            payments = options.naive_payments if system == "naive" else options.payments
+            payments = {
+                "paystream": options.payments,
+                "naive": options.naive_payments,
+                "passthrough": options.ceiling_payments,
+            }[system]
             _progress(f"[{repetition}/{options.repeat}] throughput  {system:<11} {payments:,} payments ...")
             run = await _throughput_run(options, base, system, payments)
             _progress(f"    {run.rate_per_s:,.1f} payments/s sustained, drained in {run.drain_s:.1f} s")

@@ -22,6 +22,9 @@ def register(sub: Any) -> None:
     defaults = BenchOptions()
     parser.add_argument("--payments", type=int, default=defaults.payments, help="backlog per throughput run")
     parser.add_argument("--naive-payments", type=int, default=defaults.naive_payments, help="backlog, naive runs")
+    parser.add_argument(
+        "--ceiling-payments", type=int, default=defaults.ceiling_payments, help="backlog, pass-through runs"
+    )
     parser.add_argument("--repeat", type=int, default=defaults.repeat, help="repetitions (medians are reported)")
     parser.add_argument("--rate", type=float, default=defaults.rate_per_s, help="offered payments/s, latency runs")
     parser.add_argument("--latency-duration", type=float, default=defaults.latency_duration_s, help="seconds")
@@ -36,6 +39,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         for name, value, low, high in (
             ("payments", args.payments, 1_000, 1_000_000),
             ("naive-payments", args.naive_payments, 100, 100_000),
+            ("ceiling-payments", args.ceiling_payments, 1_000, 5_000_000),
             ("repeat", args.repeat, 1, 20),
             ("rate", args.rate, 1, 100_000),
             ("latency-duration", args.latency_duration, 1, 3_600),
@@ -48,6 +52,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     options = BenchOptions(
         payments=args.payments,
         naive_payments=args.naive_payments,
+        ceiling_payments=args.ceiling_payments,
         repeat=args.repeat,
         rate_per_s=args.rate,
         latency_duration_s=args.latency_duration,

@@ -11,6 +11,13 @@ from paystream.errors import ServiceUnavailableError
 from paystream.settings import Settings
 
 CONNECT_TIMEOUT_S = 10.0
+# asyncpg prepares every statement, and after five runs PostgreSQL may keep one
+# generic plan for the connection's life. Planned while a table was small (a
+# fresh database, a new deployment), that plan stays a sequential scan as the
+# table grows: profiled, `payment_id = ANY($1)` on settlement_items took 170 ms
+# a batch and was a third of PostgreSQL's time. A custom plan per execution
+# costs a little planning and always sees the table as it is now.
+SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
@@ -33,6 +40,7 @@ async def create_pool(settings: Settings, size_max: int | None = None) -> Any:
             max_size=size,
             init=_init_connection,
             timeout=CONNECT_TIMEOUT_S,
+            server_settings=SERVER_SETTINGS,
             command_timeout=120,
         )
     except (TimeoutError, OSError, asyncpg.PostgresError) as error:
@@ -44,7 +52,9 @@ async def create_pool(settings: Settings, size_max: int | None = None) -> Any:
 
 async def connect(settings: Settings) -> Any:
     try:
-        connection = await asyncpg.connect(settings.database_url, timeout=CONNECT_TIMEOUT_S)
+        connection = await asyncpg.connect(
+            settings.database_url, timeout=CONNECT_TIMEOUT_S, server_settings=SERVER_SETTINGS
+        )
     except (TimeoutError, OSError, asyncpg.PostgresError) as error:
         raise ServiceUnavailableError(
             f"cannot connect to PostgreSQL at {_redacted(settings.database_url)}: {error}"

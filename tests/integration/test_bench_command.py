@@ -19,7 +19,7 @@ def test_bench_runs_every_system_and_reports_consistent_figures(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report = tmp_path / "bench.json"
-    argv = ["bench", "--payments", "1000", "--naive-payments", "100", "--repeat", "1"]
+    argv = ["bench", "--payments", "1000", "--naive-payments", "100", "--ceiling-payments", "2000", "--repeat", "1"]
     argv += ["--rate", "200", "--latency-duration", "2", "--json", str(report)]
     assert main(argv) == 0
 
@@ -28,6 +28,7 @@ def test_bench_runs_every_system_and_reports_consistent_figures(
     assert set(throughput) == {"paystream", "naive", "passthrough"}
     assert throughput["paystream"]["payments"] == 1000
     assert throughput["naive"]["payments"] == 100
+    assert throughput["passthrough"]["payments"] == 2000
     assert all(run["rate_per_s"] > 0 and run["drain_s"] > 0 for run in throughput.values())
 
     summary = data["summary"]
