@@ -1,4 +1,4 @@
-"""`paystream loadtest --rate R --duration D`: latency percentiles, throughput and lag under a fixed load."""
+"""`paystream loadtest --rate R --duration D | --from FILE`: latency percentiles, throughput and lag under load."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from paystream.errors import PaystreamError
+from paystream.loadtest.recorded import plan_recorded_load
 from paystream.loadtest.report import write_reports
 from paystream.loadtest.run import LoadOptions, run_loadtest
 from paystream.settings import Settings
@@ -13,8 +15,16 @@ from paystream.settings import Settings
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("loadtest", help="offered load through the whole pipeline; latency, throughput, lag")
-    parser.add_argument("--rate", type=float, required=True, help="payments per second offered")
-    parser.add_argument("--duration", type=float, required=True, help="seconds of offered load")
+    parser.add_argument("--rate", type=float, required=True, help="payments per second offered (mean, with --from)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds of offered load (not with --from)")
+    parser.add_argument(
+        "--from",
+        dest="recording",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="offer a `paystream replay record` file's payments (new ids), recorded gaps scaled to a mean of --rate",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="report folder (default reports/<run id>)")
     parser.add_argument("--keep-database", action="store_true", help="keep the run's database for inspection")
@@ -22,16 +32,39 @@ def register(sub: Any) -> None:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.recording is not None:
+        return await _run_recorded(args, settings)
+    if args.duration is None:
+        raise PaystreamError("--duration is required, unless --from FILE gives the payments")
     if args.rate <= 0 or args.duration <= 0 or args.rate * args.duration > 5_000_000:
         print("paystream: --rate and --duration must be positive, and rate x duration at most 5,000,000")
         return 2
     options = LoadOptions(rate=args.rate, duration_s=args.duration, seed=args.seed, keep_database=args.keep_database)
+    return await _run_and_report(args, options, settings)
+
+
+async def _run_recorded(args: argparse.Namespace, settings: Settings) -> int:
+    if args.duration is not None:
+        raise PaystreamError("--duration does not apply with --from: the recording sets how many payments go out")
+    if args.rate <= 0:
+        raise PaystreamError("--rate must be positive")
+    plan = plan_recorded_load(args.recording, args.rate)
+    options = LoadOptions(rate=args.rate, duration_s=plan.duration_s, keep_database=args.keep_database, recording=plan)
+    if plan.rate_per_s_max is None:
+        pace = f"recorded gaps divided by {plan.speed:.3g} for a mean of {args.rate:g}/s"
+    else:
+        pace = f"no time span recorded: sent evenly at {args.rate:g}/s"
+    print(f"{args.recording}: {plan.records} records; {pace}, about {plan.duration_s:.1f} s")
+    return await _run_and_report(args, options, settings)
+
+
+async def _run_and_report(args: argparse.Namespace, options: LoadOptions, settings: Settings) -> int:
     result = await run_loadtest(options, settings)
     data = result.as_dict()
     paths = write_reports(data, args.out or Path("reports") / result.run_id)
     latency = data["latency_ms"]
     print(
-        f"offered {args.rate:g}/s for {args.duration:g} s: published {data['published']},"
+        f"offered {options.rate:g}/s for {options.duration_s:g} s: published {data['published']},"
         f" first outcome for {data['completed']}; throughput {data['throughput_per_s']:g}/s"
     )
     print(
@@ -39,4 +72,4 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         f"  max {latency['max']:.1f}"
     )
     print("reports: " + ", ".join(str(p) for p in paths.values()))
-    return 0 if data["completed"] == data["published"] else 1
+    return 0 if data["completed"] == data["outcomes_expected"] else 1

@@ -4,7 +4,9 @@ Latency is from a payment's `created_at` (stamped when it is published) to
 the moment its first outcome (rejected, declined or cleared) is read from
 payments.outcomes by an observer, the way a downstream system sees it.
 Settlement happens later, at the cycle's cut-off, and is not on this path.
-Consumer lag per stage is sampled every second.
+Consumer lag per stage is sampled every second. With a recording
+(`LoadOptions.recording`, see `paystream.loadtest.recorded`) its payments are
+offered instead of generated ones.
 """
 
 from __future__ import annotations
@@ -25,13 +27,17 @@ from aiokafka.admin import AIOKafkaAdminClient
 from paystream.demo_data import build_world
 from paystream.generator import PaymentGenerator
 from paystream.loadtest.measure import LatencyRecorder, Timeline, summary_ms
+from paystream.loadtest.recorded import PublishedCounter, RecordedLoad
 from paystream.prepare import drop_database, isolated_settings, prepare_environment
 from paystream.publisher import PaymentPublisher
+from paystream.replay.player import Pace, play
+from paystream.replay.recording import Recording
+from paystream.replay.rewrite import IdRewriter
 from paystream.runner import run_stages
 from paystream.settings import Settings
 from paystream.topic_scan import topic_partitions
 from topology.graph import MONEY_STAGES
-from topology.topics import PAYMENTS_OUTCOMES
+from topology.topics import PAYMENTS_OUTCOMES, PAYMENTS_REQUESTED
 from workers import STAGE_NAMES
 
 FIRST_OUTCOMES = frozenset({"rejected", "declined", "cleared"})
@@ -52,6 +58,7 @@ class LoadOptions:
     drain_timeout_s: float = 180.0
     out_dir: Path = Path("reports")
     keep_database: bool = False
+    recording: RecordedLoad | None = None
 
 
 @dataclass
@@ -64,21 +71,40 @@ class LoadResult:
     total_s: float = 0.0
     latency: LatencyRecorder = field(default_factory=LatencyRecorder)
     timeline: Timeline = field(default_factory=Timeline)
+    # From a recording: distinct payments sent (one outcome each) and values left to the dead letters.
+    payments_distinct: int | None = None
+    untouched: int = 0
+
+    @property
+    def outcomes_expected(self) -> int:
+        return self.published if self.payments_distinct is None else self.payments_distinct
 
     def as_dict(self) -> dict[str, Any]:
         offered = self.published / self.publish_s if self.publish_s else 0.0
+        recording = self.options.recording
         return {
             "run_id": self.run_id,
             "rate_offered_per_s": self.options.rate,
             "duration_s": self.options.duration_s,
             "published": self.published,
+            "outcomes_expected": self.outcomes_expected,
             "completed": self.completed,
             "publish_rate_achieved_per_s": round(offered, 1),
             "throughput_per_s": round(self.completed / self.total_s, 1) if self.total_s else 0.0,
             "total_s": round(self.total_s, 2),
             "latency_ms": summary_ms(self.latency.overall),
             "timeline": self.timeline.as_rows(self.latency),
+            **({} if recording is None else _recording_fields(recording, self.untouched)),
         }
+
+
+def _recording_fields(recording: RecordedLoad, untouched: int) -> dict[str, Any]:
+    return {
+        "recording": str(recording.path),
+        "recording_records": recording.records,
+        "recording_speed": recording.speed,
+        "recording_untouched": untouched,
+    }
 
 
 async def run_loadtest(options: LoadOptions, base: Settings) -> LoadResult:
@@ -94,9 +120,12 @@ async def run_loadtest(options: LoadOptions, base: Settings) -> LoadResult:
     observer = asyncio.create_task(_observe(settings, result, started, stop))
     lag = asyncio.create_task(_sample_lag(settings, result.timeline, started, stop))
     try:
-        await _publish_at_rate(settings, options, run_id, result, started)
+        if options.recording is None:
+            await _publish_at_rate(settings, options, run_id, result, started)
+        else:
+            await _publish_recording(settings, options.recording, run_id, result, started)
         deadline = time.monotonic() + options.drain_timeout_s
-        while result.completed < result.published and time.monotonic() < deadline:
+        while result.completed < result.outcomes_expected and time.monotonic() < deadline:
             if pipeline.done():
                 pipeline.result()  # surfaces a stage's error
             await asyncio.sleep(0.2)
@@ -127,6 +156,22 @@ async def _publish_at_rate(
             result.published += 1
             result.timeline.count(result.timeline.published, int(time.monotonic() - started))
     result.publish_s = time.monotonic() - started
+
+
+async def _publish_recording(
+    settings: Settings, recording: RecordedLoad, run_id: str, result: LoadResult, started: float
+) -> None:
+    """The recording's records at its scaled pace; ids salted with the run id, so each run is new traffic."""
+    rewriter = IdRewriter(run_id, settings.record_bytes_max, track_ids=True)
+    counter = PublishedCounter(result.timeline, started)
+    pace = Pace(recording.speed, recording.rate_per_s_max)
+    records = Recording(recording.path).records()
+    topic = settings.topic(PAYMENTS_REQUESTED)
+    report = await play(settings, topic, records, pace, rewriter, counter, client_id=f"{run_id}-load")
+    result.published = report.sent
+    result.publish_s = time.monotonic() - started
+    result.payments_distinct = len(rewriter.ids or ())
+    result.untouched = report.untouched
 
 
 async def _observe(settings: Settings, result: LoadResult, started: float, stop: asyncio.Event) -> None:
