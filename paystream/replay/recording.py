@@ -16,7 +16,7 @@ import gzip
 import os
 import zlib
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -104,7 +104,7 @@ class RecordingWriter:
             self._handle = gzip.open(self.partial, "wb")
         except OSError as error:
             raise RecordingError(f"cannot write {self.path}: {error.strerror or error}") from error
-        self._line({"format": FORMAT_NAME, "version": FORMAT_VERSION, **_header_fields(self.header)})
+        self._line({"format": FORMAT_NAME, "version": FORMAT_VERSION, **asdict(self.header)})
         return self
 
     def write(self, record: RecordedRecord) -> None:
@@ -228,16 +228,6 @@ class Recording:
 
     def _error(self, number: int, what: str) -> RecordingError:
         return RecordingError(f"{self.path}: line {number}: {what}")
-
-
-def _header_fields(header: RecordingHeader) -> dict[str, Any]:
-    return {
-        "topic": header.topic,
-        "source_topic": header.source_topic,
-        "recorded_at": header.recorded_at,
-        "since_ms": header.since_ms,
-        "until_ms": header.until_ms,
-    }
 
 
 def _parse_header(fields: dict[str, Any], error: ErrorAt) -> RecordingHeader:

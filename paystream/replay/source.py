@@ -17,8 +17,9 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
-from paystream.errors import PaystreamError
+from paystream.errors import PaystreamError, ServiceUnavailableError
 from paystream.kafka import CLIENT_REQUEST_TIMEOUT_MS
 from paystream.replay.recording import RecordedRecord
 from paystream.settings import Settings
@@ -68,9 +69,14 @@ class TopicSource:
         self.records_to_read = 0
 
     async def __aenter__(self) -> TopicSource:
-        await self.consumer.start()
         try:
+            await self.consumer.start()
             await self._position()
+        except KafkaError as error:
+            await self.consumer.stop()
+            raise ServiceUnavailableError(
+                f"cannot read {self.topic} from Kafka at {self.bootstrap}: {error}"
+            ) from error
         except BaseException:
             await self.consumer.stop()
             raise
