@@ -248,6 +248,31 @@ async def test_a_slowed_replay_takes_at_least_the_scaled_time(source: Source) ->
     assert len(await read_topic(target, topic)) == 2 * 122
 
 
+async def test_headers_null_values_and_large_records_keep_their_place() -> None:
+    """Records that cannot go in a partition batch are sent one by one, between the batched ones, in order."""
+    target = await topics_only("rhead")
+    topic = target.topic(PAYMENTS_REQUESTED)
+    large = bytes(200 * 1024)
+    played = [
+        RecordedRecord(1_000 + i, 0, i, b"payer-1", value, headers)
+        for i, (value, headers) in enumerate(
+            [
+                (b"a", ()),
+                (b"b", (("trace", b"t-1"), ("empty", None))),
+                (None, ()),
+                (large, ()),
+                (b"e", ()),
+            ]
+        )
+    ]
+    report = await play(target, topic, played, Pace(0))
+    assert (report.sent, report.skipped) == (5, 0)
+    on_topic = sorted(await read_topic(target, topic), key=lambda r: r.offset)
+    assert [r.value for r in on_topic] == [b"a", b"b", None, large, b"e"]
+    assert {r.partition for r in on_topic} == {on_topic[0].partition}
+    assert [tuple(r.headers) for r in on_topic] == [(), (("trace", b"t-1"), ("empty", None)), (), (), ()]
+
+
 async def test_loadtest_from_a_recording(source: Source, tmp_path: Path) -> None:
     code, out, err = await cli("", "loadtest", "--from", str(source.recording), "--rate", "80", "--out", str(tmp_path))
     assert code == 0, err + out
