@@ -1,14 +1,16 @@
 """structlog set-up: console lines for people, JSON lines for operators.
 
-aiokafka and asyncpg log through the standard library; their records go
-through the same renderer, so an operator's JSON log stays one JSON object
-per line whichever library wrote it.
+Everything goes through the standard library's logging: paystream's own
+structlog events and those of aiokafka and asyncpg get the same renderer, so
+an operator's JSON log stays one JSON object per line whichever library wrote
+it.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Any, TextIO
 
 import structlog
 
@@ -35,6 +37,25 @@ class _RetriedByClient(logging.Filter):
         return True
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the moment of writing.
+
+    A handler that kept the stream it was made with would write to a closed
+    file once that stream is replaced (pytest's capture, a daemon's redirect).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(settings: Settings) -> None:
     level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
     renderer: structlog.types.Processor
@@ -48,12 +69,12 @@ def configure_logging(settings: Settings) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr()
     handler.addFilter(_RetriedByClient())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -65,3 +86,4 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     # The libraries' warnings stay visible; their info chatter does not.
     root.setLevel(max(level, logging.WARNING))
+    logging.getLogger("paystream").setLevel(level)

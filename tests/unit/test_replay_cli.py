@@ -11,12 +11,6 @@ from paystream.cli.main import main
 from paystream.replay.recording import RecordedRecord, RecordingWriter, new_header
 
 
-@pytest.fixture(autouse=True)
-def _no_logging_setup(monkeypatch: pytest.MonkeyPatch) -> None:
-    """main() would bind the log output to this test's captured stderr, which is closed after it."""
-    monkeypatch.setattr("paystream.cli.main.configure_logging", lambda settings: None)
-
-
 def recording(path: Path, topic: str = "payments.requested") -> Path:
     with RecordingWriter(path, new_header(topic, f"ns.{topic}", None, None)) as writer:
         writer.write(RecordedRecord(1_000, 0, 0, b"payer-1", b"{}"))

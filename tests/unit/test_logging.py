@@ -1,0 +1,61 @@
+"""Log set-up: one renderer for ours and the libraries' records, written to the current stderr."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+import structlog
+
+from paystream.logging import configure_logging
+from paystream.settings import Settings
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_logs_stay_json_whichever_library_wrote_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    captured = io.StringIO()
+    monkeypatch.setattr("sys.stderr", captured)
+    configure_logging(Settings(log_format="json"))
+
+    structlog.get_logger("paystream.stage").info("batch applied", records=3)
+    structlog.get_logger("paystream.stage").debug("not shown at info")
+    logging.getLogger("aiokafka.conn").info("library chatter, not shown")
+    logging.getLogger("aiokafka.consumer.fetcher").error("Failed fetch offsets: [Error 99] SomethingNewError")
+
+    lines = _lines(captured)
+    assert [(line["event"], line["level"]) for line in lines] == [
+        ("batch applied", "info"),
+        ("Failed fetch offsets: [Error 99] SomethingNewError", "error"),
+    ]
+    assert lines[0]["records"] == 3
+    assert lines[1]["logger"] == "aiokafka.consumer.fetcher"
+
+
+def test_errors_the_kafka_client_retries_itself_are_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    captured = io.StringIO()
+    monkeypatch.setattr("sys.stderr", captured)
+    configure_logging(Settings(log_format="json"))
+
+    logging.getLogger("aiokafka.consumer.group_coordinator").error(
+        "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError"
+    )
+    assert [line["level"] for line in _lines(captured)] == ["warning"]
+
+
+def test_logs_follow_stderr_when_it_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    configure_logging(Settings(log_format="json"))
+    first.close()  # what a test runner does with the stream it captured into
+
+    second = io.StringIO()
+    monkeypatch.setattr("sys.stderr", second)
+    structlog.get_logger("paystream.runner").info("after the swap")
+    logging.getLogger("aiokafka").warning("library after the swap")
+
+    assert [line["event"] for line in _lines(second)] == ["after the swap", "library after the swap"]
