@@ -57,11 +57,16 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         rate_per_s=args.rate,
         latency_duration_s=args.latency_duration,
     )
+    versions = [s.version for s in await status(settings) if s.version]
     # The figures are the output: the Kafka client's retried warnings (a new
     # topic's leader not serving for a few milliseconds) stay in the workers' logs.
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    versions = [s.version for s in await status(settings) if s.version]
-    result = await run_bench(options, settings)
+    kafka_logger = logging.getLogger("aiokafka")
+    level_before = kafka_logger.level
+    kafka_logger.setLevel(logging.ERROR)
+    try:
+        result = await run_bench(options, settings)
+    finally:
+        kafka_logger.setLevel(level_before)
     summary = summarise(result)
     machine = machine_description(versions)
     body = markdown(summary, machine)

@@ -56,6 +56,6 @@ def test_logs_follow_stderr_when_it_is_replaced(monkeypatch: pytest.MonkeyPatch)
     second = io.StringIO()
     monkeypatch.setattr("sys.stderr", second)
     structlog.get_logger("paystream.runner").info("after the swap")
-    logging.getLogger("aiokafka").warning("library after the swap")
+    logging.getLogger("asyncpg.pool").warning("library after the swap")
 
     assert [line["event"] for line in _lines(second)] == ["after the swap", "library after the swap"]
