@@ -12,6 +12,7 @@ from typing import Any
 from paystream.bench.report import machine_description, markdown, summarise, write_into_doc
 from paystream.bench.run import BenchOptions, run_bench
 from paystream.settings import Settings
+from paystream.stack.kafka import quiet_client_logs
 from paystream.stack.services import status
 
 PERFORMANCE_DOC = Path("docs/performance.md")
@@ -60,13 +61,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     versions = [s.version for s in await status(settings) if s.version]
     # The figures are the output: the Kafka client's retried warnings (a new
     # topic's leader not serving for a few milliseconds) stay in the workers' logs.
-    kafka_logger = logging.getLogger("aiokafka")
-    level_before = kafka_logger.level
-    kafka_logger.setLevel(logging.ERROR)
-    try:
+    with quiet_client_logs(logging.ERROR):
         result = await run_bench(options, settings)
-    finally:
-        kafka_logger.setLevel(level_before)
     summary = summarise(result)
     machine = machine_description(versions)
     body = markdown(summary, machine)

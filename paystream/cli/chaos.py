@@ -9,6 +9,7 @@ from typing import Any
 
 from paystream.chaos.run import ChaosOptions, render_report, report_dict, run_chaos
 from paystream.settings import Settings
+from paystream.stack.kafka import quiet_client_logs
 from workers import STAGE_NAMES
 
 
@@ -34,8 +35,12 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         scale_stage=args.scale_stage,
         work_dir=settings.stack_dir / "chaos",
     )
-    report = await run_chaos(options, settings)
+    # The run restarts the broker on purpose: its own publisher's connection
+    # errors would bury the report (the workers' logs keep theirs).
+    with quiet_client_logs():
+        report = await run_chaos(options, settings)
     print(render_report(report))
     if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report_dict(report), indent=2, default=str))
     return 0 if report.check is not None and report.check.ok else 1

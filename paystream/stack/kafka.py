@@ -195,11 +195,16 @@ async def start(settings: Settings) -> int:
 
 
 @contextlib.contextmanager
-def quiet_client_logs() -> Iterator[None]:
-    """aiokafka logs every refused connection at ERROR; while polling for readiness that is noise."""
+def quiet_client_logs(level: int = logging.CRITICAL) -> Iterator[None]:
+    """Hold the Kafka client's log lines below `level` for a while.
+
+    aiokafka logs every refused connection at ERROR: while polling for
+    readiness, or while a command restarts the broker on purpose, that is noise
+    in front of the one line (or report) that says what happened.
+    """
     logger = logging.getLogger("aiokafka")
     previous = logger.level
-    logger.setLevel(logging.CRITICAL)
+    logger.setLevel(level)
     try:
         yield
     finally:
