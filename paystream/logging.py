@@ -34,6 +34,8 @@ class _RetriedByClient(logging.Filter):
         if record.levelno == logging.ERROR and any(mark in record.getMessage() for mark in _RETRIED_BY_AIOKAFKA):
             record.levelno = logging.WARNING
             record.levelname = "WARNING"
+            # Its logger let it through as an error; as a warning it must pass that logger's level again.
+            return logging.getLogger(record.name).isEnabledFor(logging.WARNING)
         return True
 
 

@@ -47,6 +47,18 @@ def test_errors_the_kafka_client_retries_itself_are_warnings(monkeypatch: pytest
     assert [line["level"] for line in _lines(captured)] == ["warning"]
 
 
+def test_a_downgraded_error_respects_a_logger_set_to_errors_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    captured = io.StringIO()
+    monkeypatch.setattr("sys.stderr", captured)
+    configure_logging(Settings(log_format="json"))
+    fetcher = logging.getLogger("aiokafka.consumer.fetcher")
+    monkeypatch.setattr(fetcher, "level", logging.ERROR)
+
+    fetcher.error("Failed fetch offsets from 1: [Error 6] NotLeaderForPartitionError")
+    fetcher.error("Failed fetch offsets from 1: [Error 99] SomethingNewError")
+    assert [line["event"] for line in _lines(captured)] == ["Failed fetch offsets from 1: [Error 99] SomethingNewError"]
+
+
 def test_logs_follow_stderr_when_it_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
     first = io.StringIO()
     monkeypatch.setattr("sys.stderr", first)
