@@ -52,10 +52,12 @@ def test_a_downgraded_error_respects_a_logger_set_to_errors_only(monkeypatch: py
     monkeypatch.setattr("sys.stderr", captured)
     configure_logging(Settings(log_format="json"))
     fetcher = logging.getLogger("aiokafka.consumer.fetcher")
-    monkeypatch.setattr(fetcher, "level", logging.ERROR)
-
-    fetcher.error("Failed fetch offsets from 1: [Error 6] NotLeaderForPartitionError")
-    fetcher.error("Failed fetch offsets from 1: [Error 99] SomethingNewError")
+    fetcher.setLevel(logging.ERROR)
+    try:
+        fetcher.error("Failed fetch offsets from 1: [Error 6] NotLeaderForPartitionError")
+        fetcher.error("Failed fetch offsets from 1: [Error 99] SomethingNewError")
+    finally:
+        fetcher.setLevel(logging.NOTSET)
     assert [line["event"] for line in _lines(captured)] == ["Failed fetch offsets from 1: [Error 99] SomethingNewError"]
 
 
