@@ -175,6 +175,20 @@ INVARIANTS: tuple[Invariant, ...] = (
            OR (p.status = 'cleared' AND i.payment_id IS NULL AND p.cleared_at < now() - interval '5 minutes')
         """,
     ),
+    Invariant(
+        "risk_day_totals_match_decisions",
+        "each merchant's running daily total of approvals equals the sum of its approved risk decisions that day",
+        """
+        SELECT coalesce(t.merchant_id, d.merchant_id) AS merchant_id, coalesce(t.currency, d.currency) AS currency,
+               coalesce(t.day, d.day) AS day, t.approved_minor AS running_total, d.approved_minor AS decided
+        FROM risk_merchant_day_totals t
+        FULL JOIN (SELECT merchant_id, currency, (created_at AT TIME ZONE 'UTC')::date AS day,
+                          sum(amount_minor) AS approved_minor
+                   FROM risk_decisions WHERE decision = 'approved' GROUP BY 1, 2, 3) d
+          ON d.merchant_id = t.merchant_id AND d.currency = t.currency AND d.day = t.day
+        WHERE t.approved_minor IS DISTINCT FROM d.approved_minor
+        """,
+    ),
 )
 
 

@@ -2,8 +2,10 @@
 
 Decides: the rules in `workers.risk_rules` (limits per currency, payer
 velocity over 10 minutes and 24 hours of event time, merchant daily limit,
-blocklists, merchant accepting the currency).
-Writes: one `risk_decisions` row and one `payments` row per payment.
+blocklists, merchant accepting the currency). The merchant daily limit
+counts every approval of that UTC day (by event time) stored so far.
+Writes: one `risk_decisions` row and one `payments` row per payment, and
+adds approved amounts to `risk_merchant_day_totals`.
 Emits: `risk.assessed` to payments.approved (key payer) when approved; a
 `rejected` outcome to payments.outcomes otherwise.
 A payment id seen before is answered with the stored decision; the same id
@@ -28,7 +30,7 @@ from schemas.payments import (
     risk_event_id,
 )
 from topology.topics import PAYMENTS_APPROVED, PAYMENTS_OUTCOMES, PAYMENTS_REQUESTED
-from workers.risk_rules import VELOCITY_LONG_WINDOW, RiskContext, RiskLimits, assess_batch
+from workers.risk_rules import VELOCITY_LONG_WINDOW, RiskContext, RiskLimits, assess_batch, utc_day
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,16 +160,12 @@ async def _load_context(connection: Any, payments: list[PaymentRequested]) -> Ri
         latest,
     )
     day_rows = await connection.fetch(
-        """SELECT merchant_id, currency, (created_at AT TIME ZONE 'UTC')::date AS day,
-                  sum(amount_minor)::bigint AS amount
-           FROM risk_decisions
-           WHERE decision = 'approved' AND merchant_id = ANY($1::text[])
-             AND created_at >= date_trunc('day', $2::timestamptz AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
-             AND created_at <= $3
-           GROUP BY 1, 2, 3""",
+        """SELECT merchant_id, currency, day, approved_minor AS amount
+           FROM risk_merchant_day_totals
+           WHERE merchant_id = ANY($1::text[]) AND day BETWEEN $2 AND $3""",
         merchants,
-        earliest,
-        latest,
+        utc_day(earliest),
+        utc_day(latest),
     )
     context = RiskContext(
         limits={
@@ -195,16 +193,29 @@ async def _store(
     connection: Any, payments: list[PaymentRequested], reasons: list[tuple[str, ...]], now: datetime
 ) -> None:
     decisions = ["rejected" if r else "approved" for r in reasons]
+    # The day totals grow only by the decisions this statement stored: a
+    # payment another transaction stored first is not counted twice. Rows are
+    # added to in key order, so two risk transactions cannot deadlock on them.
     await connection.execute(
         """
-        INSERT INTO risk_decisions (payment_id, payer_account, merchant_id, amount_minor, currency,
-                                    created_at, decision, reasons, assessed_at, request)
-        SELECT v.id, v.payer, v.merchant, v.amount, v.currency, v.created, v.decision,
-               string_to_array(v.reasons, chr(31)), $9, v.request
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
-                    $6::timestamptz[], $7::text[], $8::text[], $10::jsonb[])
-             AS v(id, payer, merchant, amount, currency, created, decision, reasons, request)
-        ON CONFLICT (payment_id) DO NOTHING
+        WITH stored AS (
+            INSERT INTO risk_decisions (payment_id, payer_account, merchant_id, amount_minor, currency,
+                                        created_at, decision, reasons, assessed_at, request)
+            SELECT v.id, v.payer, v.merchant, v.amount, v.currency, v.created, v.decision,
+                   string_to_array(v.reasons, chr(31)), $9, v.request
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
+                        $6::timestamptz[], $7::text[], $8::text[], $10::jsonb[])
+                 AS v(id, payer, merchant, amount, currency, created, decision, reasons, request)
+            ON CONFLICT (payment_id) DO NOTHING
+            RETURNING merchant_id, currency, created_at, amount_minor, decision
+        )
+        INSERT INTO risk_merchant_day_totals AS t (merchant_id, currency, day, approved_minor)
+        SELECT merchant_id, currency, (created_at AT TIME ZONE 'UTC')::date, sum(amount_minor)
+        FROM stored WHERE decision = 'approved'
+        GROUP BY 1, 2, 3
+        ORDER BY 1, 2, 3
+        ON CONFLICT (merchant_id, currency, day)
+            DO UPDATE SET approved_minor = t.approved_minor + excluded.approved_minor
         """,
         [p.payment_id for p in payments],
         [p.payer_account for p in payments],

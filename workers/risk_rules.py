@@ -21,7 +21,7 @@ VELOCITY_LONG_WINDOW = timedelta(hours=24)
 REASON_CHARS_MAX = 200  # the contract's bound on one reason
 
 
-def _utc_day(at: datetime) -> date:
+def utc_day(at: datetime) -> date:
     """The UTC calendar day: one instant counts toward one day whatever offset the sender used."""
     return at.astimezone(UTC).date()
 
@@ -50,7 +50,7 @@ class RiskContext:
 
     def record_approval(self, payment: PaymentRequested) -> None:
         self.payer_history.setdefault(payment.payer_account, []).append((payment.created_at, payment.amount_minor))
-        key = (payment.merchant_id, payment.currency, _utc_day(payment.created_at))
+        key = (payment.merchant_id, payment.currency, utc_day(payment.created_at))
         self.merchant_day_amount[key] = self.merchant_day_amount.get(key, 0) + payment.amount_minor
 
 
@@ -101,7 +101,7 @@ def assess(payment: PaymentRequested, context: RiskContext) -> tuple[str, ...]:
             reasons.append(f"payer_velocity_{label}_count: {count + 1} > {count_max}")
         if total + amount > amount_max:
             reasons.append(f"payer_velocity_{label}_amount: {total + amount} > {amount_max}")
-    day_key = (payment.merchant_id, payment.currency, _utc_day(payment.created_at))
+    day_key = (payment.merchant_id, payment.currency, utc_day(payment.created_at))
     day_total = context.merchant_day_amount.get(day_key, 0) + amount
     if day_total > limits.merchant_daily_amount_max_minor:
         reasons.append(f"merchant_daily_limit: {day_total} > {limits.merchant_daily_amount_max_minor}")

@@ -65,6 +65,14 @@ async def status_disagrees(c: Any) -> None:
     )
 
 
+async def day_total_drifts(c: Any) -> None:
+    await c.execute(
+        "UPDATE risk_merchant_day_totals SET approved_minor = approved_minor + 1"
+        " WHERE (merchant_id, currency, day) ="
+        " (SELECT merchant_id, currency, day FROM risk_merchant_day_totals LIMIT 1)"
+    )
+
+
 BREAKAGES: dict[str, tuple[Callable[[Any], Awaitable[None]], str]] = {
     "balance": (break_customer_balance, "customer_balance_matches_entries"),
     "held": (break_held, "customer_held_matches_open_holds"),
@@ -72,6 +80,7 @@ BREAKAGES: dict[str, tuple[Callable[[Any], Awaitable[None]], str]] = {
     "batch": (batch_total_off_by_one, "closed_batch_totals"),
     "missing item": (settled_without_item, "settled_once_and_none_missing"),
     "status": (status_disagrees, "payment_status_matches_stage_records"),
+    "day total": (day_total_drifts, "risk_day_totals_match_decisions"),
 }
 
 
