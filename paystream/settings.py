@@ -49,8 +49,11 @@ class Settings:
     kafka_version: str = "4.1.1"
     kafka_heap_mb: int = 512
 
-    # The stage loop.
-    batch_records_max: int = 500
+    # The stage loop. Each batch costs a dozen round trips to PostgreSQL and one
+    # produce-and-commit whatever its size; measured with four worker processes
+    # draining 40,000 payments here: 500 -> about 3,000/s, 2,000 -> about
+    # 4,000/s (and a quarter less PostgreSQL CPU per payment), 4,000 -> no better.
+    batch_records_max: int = 2_000
     batch_wait_ms: int = 100
     produce_timeout_ms: int = 30_000
     retry_backoff_ms_initial: int = 100
