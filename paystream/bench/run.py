@@ -56,7 +56,7 @@ class BenchOptions:
     # a shorter drain measures start-up more than throughput.
     payments: int = 40_000
     naive_payments: int = 1_500
-    ceiling_payments: int = 150_000
+    ceiling_payments: int = 400_000
     repeat: int = 3
     rate_per_s: float = 500.0
     latency_duration_s: float = 20.0
