@@ -8,8 +8,10 @@ it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 import structlog
@@ -27,16 +29,39 @@ _RETRIED_BY_AIOKAFKA = (
 )
 
 
-class _RetriedByClient(logging.Filter):
-    """Report errors that the Kafka client retries on its own as warnings."""
+# While a command polls a broker that is not up yet, or restarts it on purpose,
+# the Kafka client's connection errors are noise in front of the one line (or
+# report) that says what happened. One entry per active `quiet_client_logs`.
+_client_log_floors: list[int] = []
+
+
+@contextlib.contextmanager
+def quiet_client_logs(level: int = logging.CRITICAL) -> Iterator[None]:
+    """Hold the Kafka client's log records below `level` back for a while.
+
+    Entries are added and removed, never saved and restored: overlapping uses
+    in concurrent tasks cannot leave the client muted.
+    """
+    _client_log_floors.append(level)
+    try:
+        yield
+    finally:
+        _client_log_floors.remove(level)
+
+
+class _KafkaClientRecords(logging.Filter):
+    """Errors the Kafka client retries itself become warnings; muted ones are dropped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("aiokafka"):
+            return True
         if record.levelno == logging.ERROR and any(mark in record.getMessage() for mark in _RETRIED_BY_AIOKAFKA):
             record.levelno = logging.WARNING
             record.levelname = "WARNING"
             # Its logger let it through as an error; as a warning it must pass that logger's level again.
-            return logging.getLogger(record.name).isEnabledFor(logging.WARNING)
-        return True
+            if not logging.getLogger(record.name).isEnabledFor(logging.WARNING):
+                return False
+        return not _client_log_floors or record.levelno >= max(_client_log_floors)
 
 
 class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
@@ -77,7 +102,7 @@ def configure_logging(settings: Settings) -> None:
         cache_logger_on_first_use=True,
     )
     handler = _CurrentStderr()
-    handler.addFilter(_RetriedByClient())
+    handler.addFilter(_KafkaClientRecords())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],

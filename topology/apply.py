@@ -31,8 +31,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 
 from paystream.errors import PaystreamError, ServiceUnavailableError
+from paystream.logging import quiet_client_logs
 from paystream.settings import Settings
-from paystream.stack.kafka import quiet_client_logs
 from topology.topics import DEFAULT_PROFILE, TOPICS, TopicSpec, TopologyProfile, topic_config
 
 # Limits (seconds/milliseconds in the name): every wait here ends.

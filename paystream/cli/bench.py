@@ -11,8 +11,8 @@ from typing import Any
 
 from paystream.bench.report import machine_description, markdown, summarise, write_into_doc
 from paystream.bench.run import BenchOptions, run_bench
+from paystream.logging import quiet_client_logs
 from paystream.settings import Settings
-from paystream.stack.kafka import quiet_client_logs
 from paystream.stack.services import status
 
 PERFORMANCE_DOC = Path("docs/performance.md")

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from paystream.chaos.run import ChaosOptions, render_report, report_dict, run_chaos
+from paystream.logging import quiet_client_logs
 from paystream.settings import Settings
-from paystream.stack.kafka import quiet_client_logs
 from workers import STAGE_NAMES
 
 

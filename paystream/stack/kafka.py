@@ -10,15 +10,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import logging
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
 from paystream.errors import StackError
+from paystream.logging import quiet_client_logs
 from paystream.settings import STACK_KAFKA_CONTROLLER_PORT, STACK_KAFKA_PORT, Settings
 from paystream.stack.process import log_tail, read_pid, run_checked, start_detached, stop_process
 
@@ -192,23 +191,6 @@ async def start(settings: Settings) -> int:
     await wait_ready(settings)
     _record_version(settings)
     return pid
-
-
-@contextlib.contextmanager
-def quiet_client_logs(level: int = logging.CRITICAL) -> Iterator[None]:
-    """Hold the Kafka client's log lines below `level` for a while.
-
-    aiokafka logs every refused connection at ERROR: while polling for
-    readiness, or while a command restarts the broker on purpose, that is noise
-    in front of the one line (or report) that says what happened.
-    """
-    logger = logging.getLogger("aiokafka")
-    previous = logger.level
-    logger.setLevel(level)
-    try:
-        yield
-    finally:
-        logger.setLevel(previous)
 
 
 async def wait_ready(settings: Settings) -> None:

@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 import asyncpg
 
 from paystream.errors import ServiceUnavailableError
+from paystream.logging import quiet_client_logs
 from paystream.settings import STACK_KAFKA_PORT, STACK_POSTGRES_PORT, Settings
 from paystream.stack import kafka, postgres
 from paystream.stack.process import read_pid
@@ -90,7 +91,7 @@ async def status(settings: Settings) -> list[ServiceStatus]:
 async def reachable(settings: Settings) -> tuple[bool, bool]:
     """Whether the configured Kafka and PostgreSQL answer right now."""
     try:
-        with kafka.quiet_client_logs():
+        with quiet_client_logs():
             await kafka.describe(settings)
         kafka_ok = True
     except Exception:  # noqa: BLE001 - any failure is "not reachable"

@@ -46,14 +46,16 @@ def _eur_payments(settings: Settings, count: int) -> list[PaymentRequested]:
 async def test_the_daily_limit_counts_approvals_of_earlier_batches_per_utc_day(environment: Settings) -> None:
     first, second, third, fourth, fifth, sixth = _eur_payments(environment, 6)
     wave_one = [structs.replace(p, amount_minor=3_000) for p in (first, second, third)]
-    wave_two = [structs.replace(fourth, amount_minor=500), structs.replace(fifth, amount_minor=3_000)]
+    over = structs.replace(fourth, amount_minor=3_000)
     # Same merchant, previous UTC day: a day of its own, so it is approved whatever today holds.
-    yesterday = structs.replace(sixth, amount_minor=3_000, created_at=first.created_at - timedelta(days=1))
+    yesterday = structs.replace(fifth, amount_minor=3_000, created_at=first.created_at - timedelta(days=1))
+    still_fits = structs.replace(sixth, amount_minor=500)
 
-    await publish(environment, [GeneratedPayment("ordinary", p) for p in wave_one])
-    await drain(environment, stages=["risk"], idle_exit_ms=1_500)
-    await publish(environment, [GeneratedPayment("ordinary", p) for p in [*wave_two, yesterday]])
-    await drain(environment, stages=["risk"], idle_exit_ms=1_500)
+    # Three waves, so that each is its own batch: within one batch, payments of
+    # different payers come from different partitions in no fixed order.
+    for wave in (wave_one, [over, yesterday], [still_fits]):
+        await publish(environment, [GeneratedPayment("ordinary", p) for p in wave])
+        await drain(environment, stages=["risk"], idle_exit_ms=1_500)
 
     connection = await connect(environment)
     try:
@@ -68,10 +70,9 @@ async def test_the_daily_limit_counts_approvals_of_earlier_batches_per_utc_day(e
     finally:
         await connection.close()
 
-    for payment in (*wave_one, wave_two[0], yesterday):
+    for payment in (*wave_one, yesterday, still_fits):
         assert decisions[payment.payment_id] == ("approved", []), payment.payment_id
-    decision, reasons = decisions[wave_two[1].payment_id]
-    assert decision == "rejected"
-    assert reasons == [f"merchant_daily_limit: 12500 > {DAILY_LIMIT_MINOR}"]
+    # 9,000 approved earlier today + 3,000; a rejected amount is not added to the day (500 still fits after it).
+    assert decisions[over.payment_id] == ("rejected", [f"merchant_daily_limit: 12000 > {DAILY_LIMIT_MINOR}"])
     today = first.created_at.date()
     assert totals == {(today, 9_500), (today - timedelta(days=1), 3_000)}

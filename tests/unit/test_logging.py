@@ -9,7 +9,7 @@ import logging
 import pytest
 import structlog
 
-from paystream.logging import configure_logging
+from paystream.logging import configure_logging, quiet_client_logs
 from paystream.settings import Settings
 
 
@@ -73,3 +73,27 @@ def test_logs_follow_stderr_when_it_is_replaced(monkeypatch: pytest.MonkeyPatch)
     logging.getLogger("asyncpg.pool").warning("library after the swap")
 
     assert [line["event"] for line in _lines(second)] == ["after the swap", "library after the swap"]
+
+
+def test_overlapping_quiet_periods_never_leave_the_client_muted(monkeypatch: pytest.MonkeyPatch) -> None:
+    captured = io.StringIO()
+    monkeypatch.setattr("sys.stderr", captured)
+    configure_logging(Settings(log_format="json"))
+    client = logging.getLogger("aiokafka.conn")
+
+    first, second = quiet_client_logs(), quiet_client_logs(logging.ERROR)
+    first.__enter__()
+    second.__enter__()
+    client.error("hidden while both are active")
+    first.__exit__(None, None, None)  # the first to enter leaves first: a save-and-restore would mute for good
+    client.warning("hidden: below the second's floor")
+    client.error("shown: at the second's floor")
+    second.__exit__(None, None, None)
+    client.warning("shown: nothing holds it back")
+    structlog.get_logger("paystream.stage").info("ours are never held back")
+
+    assert [line["event"] for line in _lines(captured)] == [
+        "shown: at the second's floor",
+        "shown: nothing holds it back",
+        "ours are never held back",
+    ]
