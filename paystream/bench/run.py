@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from aiokafka import AIOKafkaConsumer
 
 from paystream.bench.measure import sustained_rate_per_s
 from paystream.chaos.processes import WorkerFleet
@@ -34,14 +33,12 @@ from paystream.demo_data import build_world
 from paystream.errors import PaystreamError
 from paystream.generator import PaymentGenerator
 from paystream.loadtest.measure import LatencyRecorder, summary_ms
+from paystream.loadtest.observe import first_outcomes, latency_us
 from paystream.prepare import delete_topics, drop_database, isolated_settings, prepare_environment
 from paystream.publisher import PaymentPublisher
 from paystream.settings import Settings
-from paystream.topic_scan import topic_partitions
-from topology.topics import PAYMENTS_OUTCOMES
 from workers import STAGE_NAMES
 
-FIRST_OUTCOMES = frozenset({"rejected", "declined", "cleared"})
 WARMUP_PAYMENTS = 200
 POLL_S = 0.2
 
@@ -89,56 +86,24 @@ class BenchResult:
     latency: list[LatencyRun] = field(default_factory=list)
 
 
-class _Outcome(msgspec.Struct):
-    """What the observer needs of an outcome (or, for the ceiling, of a payment copied four times)."""
-
-    payment_id: str
-    created_at: datetime
-    status: str = "cleared"
-
-
 @dataclass
 class Observer:
-    """Reads payments.outcomes like a downstream system; the first outcome of each payment completes it."""
+    """Completion times (and latencies) of the payments whose first outcome appears downstream."""
 
     settings: Settings
     counted: Callable[[str], bool] = lambda _payment_id: True
     completed_at_s: list[float] = field(default_factory=list)
     latency: LatencyRecorder = field(default_factory=LatencyRecorder)
-    _seen: set[str] = field(default_factory=set)
-
-    @property
-    def completed(self) -> int:
-        return len(self._seen)
+    completed: int = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-        )
-        await consumer.start()
-        decoder = msgspec.json.Decoder(_Outcome)
-        try:
-            partitions = await topic_partitions(consumer, self.settings.topic(PAYMENTS_OUTCOMES))
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=100)
-                now_s = time.monotonic()
-                now = datetime.now(UTC)
-                for records in batch.values():
-                    for record in records:
-                        outcome = decoder.decode(record.value)
-                        if outcome.status not in FIRST_OUTCOMES or outcome.payment_id in self._seen:
-                            continue
-                        self._seen.add(outcome.payment_id)
-                        if self.counted(outcome.payment_id):
-                            self.completed_at_s.append(now_s)
-                            latency_us = int((now - outcome.created_at).total_seconds() * 1_000_000)
-                            self.latency.record(0, latency_us)
-        finally:
-            await consumer.stop()
+        async for received_at, outcomes in first_outcomes(self.settings, stop):
+            now_s = time.monotonic()
+            self.completed += len(outcomes)
+            for outcome in outcomes:
+                if self.counted(outcome.payment_id):
+                    self.completed_at_s.append(now_s)
+                    self.latency.record(0, latency_us(outcome, received_at))
 
 
 def _progress(message: str) -> None:

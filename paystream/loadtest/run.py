@@ -27,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from paystream.demo_data import build_world
 from paystream.generator import PaymentGenerator
 from paystream.loadtest.measure import LatencyRecorder, Timeline, summary_ms
+from paystream.loadtest.observe import first_outcomes, latency_us
 from paystream.loadtest.recorded import PublishedCounter, RecordedLoad
 from paystream.prepare import drop_database, isolated_settings, prepare_environment
 from paystream.publisher import PaymentPublisher
@@ -37,17 +38,10 @@ from paystream.runner import run_stages
 from paystream.settings import Settings
 from paystream.topic_scan import topic_partitions
 from topology.graph import MONEY_STAGES
-from topology.topics import PAYMENTS_OUTCOMES, PAYMENTS_REQUESTED
+from topology.topics import PAYMENTS_REQUESTED
 from workers import STAGE_NAMES
 
-FIRST_OUTCOMES = frozenset({"rejected", "declined", "cleared"})
 LAG_SAMPLE_INTERVAL_S = 1.0
-
-
-class _Outcome(msgspec.Struct):
-    payment_id: str
-    status: str
-    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -176,30 +170,12 @@ async def _publish_recording(
 
 async def _observe(settings: Settings, result: LoadResult, started: float, stop: asyncio.Event) -> None:
     """Read outcomes like a downstream system; the first outcome of each payment completes it."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    seen: set[str] = set()
-    decoder = msgspec.json.Decoder(_Outcome)
-    try:
-        partitions = await topic_partitions(consumer, settings.topic(PAYMENTS_OUTCOMES))
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200)
-            now = datetime.now(UTC)
-            second = int(time.monotonic() - started)
-            for records in batch.values():
-                for record in records:
-                    outcome = decoder.decode(record.value)
-                    if outcome.status not in FIRST_OUTCOMES or outcome.payment_id in seen:
-                        continue
-                    seen.add(outcome.payment_id)
-                    latency_us = int((now - outcome.created_at).total_seconds() * 1_000_000)
-                    result.latency.record(second, latency_us)
-                    result.completed += 1
-                    result.timeline.count(result.timeline.completed, second)
-    finally:
-        await consumer.stop()
+    async for received_at, outcomes in first_outcomes(settings, stop):
+        second = int(time.monotonic() - started)
+        for outcome in outcomes:
+            result.latency.record(second, latency_us(outcome, received_at))
+            result.completed += 1
+            result.timeline.count(result.timeline.completed, second)
 
 
 async def _sample_lag(settings: Settings, timeline: Timeline, started: float, stop: asyncio.Event) -> None:
