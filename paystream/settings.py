@@ -69,6 +69,18 @@ class Settings:
     record_bytes_max: int = 64 * 1024
     shutdown_grace_ms: int = 30_000
 
+    # The event-time window at the edge: a payment request whose created_at is
+    # further than this before, or after, the time the broker appended the
+    # record is refused (dead letter `created_at`/`window`). Measured against
+    # the record's append time, not the wall clock, so a replay after an outage
+    # decides exactly as the first pass did. The past bound is the risk
+    # stage's long velocity window: an older payment would escape its limits.
+    event_time_past_s_max: int = 86_400
+    event_time_future_s_max: int = 300
+    # A hold still open this long after it was placed is a reconcile violation
+    # (`hold_open_within_bound`): every hold must end captured or released.
+    hold_open_s_max: int = 3_600
+
     # Settlement cycles and their cut-off.
     settlement_cycle_s: int = 86_400
     settlement_grace_s: int = 300
