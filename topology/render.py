@@ -60,13 +60,13 @@ def _retention(retention_ms: int) -> str:
 def render_topics_table(graph: Topology = GRAPH) -> str:
     """The topics as a Markdown table."""
     lines = [
-        "| topic | partitions | key | value schema | retention | cleanup | description |",
-        "|---|---:|---|---|---|---|---|",
+        "| topic | partitions | key | value schema | retention | cleanup | timestamps | description |",
+        "|---|---:|---|---|---|---|---|---|",
     ]
     for t in graph.topics:
         lines.append(
             f"| `{t.name}` | {t.partitions} | `{t.key}` | `{t.value_schema}` | {_retention(t.retention_ms)}"
-            f" | {t.cleanup_policy} | {t.description} |"
+            f" | {t.cleanup_policy} | {t.timestamp_type} | {t.description} |"
         )
     return "\n".join(lines)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 DAY_MS = 86_400_000
 
@@ -24,11 +25,20 @@ DEAD_LETTER = "paystream.dead-letter"
 # Kafka's own rule for topic names; checked here so a bad name fails at import, not at apply.
 _LEGAL_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 CLEANUP_POLICIES = ("delete", "compact", "compact,delete")
+# Kafka's `message.timestamp.type`: the producer's clock (CreateTime) or the
+# broker's, set when it appends the record (LogAppendTime).
+TimestampType = Literal["CreateTime", "LogAppendTime"]
+TIMESTAMP_TYPES: tuple[str, ...] = get_args(TimestampType)
 
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
-    """One topic as paystream needs it; `key` names what the record key holds."""
+    """One topic as paystream needs it; `key` names what the record key holds.
+
+    `timestamp_type` is what a record's timestamp means: LogAppendTime where a
+    stage judges records by it (the event-time window on payments.requested),
+    so no producer's clock can move a record in or out of the window.
+    """
 
     name: str
     partitions: int
@@ -38,6 +48,7 @@ class TopicSpec:
     cleanup_policy: str
     description: str
     max_message_bytes: int = 1_048_576
+    timestamp_type: TimestampType = "CreateTime"
 
     def __post_init__(self) -> None:
         # Programmer errors in the declaration: crash at import.
@@ -45,6 +56,7 @@ class TopicSpec:
         assert self.partitions >= 1, self
         assert self.retention_ms > 0, self
         assert self.cleanup_policy in CLEANUP_POLICIES, self
+        assert self.timestamp_type in TIMESTAMP_TYPES, self
         assert self.key and self.value_schema, self
 
 
@@ -77,6 +89,8 @@ TOPICS: tuple[TopicSpec, ...] = (
         retention_ms=7 * DAY_MS,
         cleanup_policy="delete",
         description="payment requests from upstream systems",
+        # The risk stage's event-time window is measured from the append time.
+        timestamp_type="LogAppendTime",
     ),
     TopicSpec(
         name=PAYMENTS_APPROVED,
@@ -154,5 +168,5 @@ def topic_config(spec: TopicSpec, profile: TopologyProfile) -> dict[str, str]:
         "cleanup.policy": spec.cleanup_policy,
         "min.insync.replicas": str(profile.min_insync_replicas),
         "max.message.bytes": str(spec.max_message_bytes),
-        "message.timestamp.type": "CreateTime",
+        "message.timestamp.type": spec.timestamp_type,
     }

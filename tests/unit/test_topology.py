@@ -81,6 +81,22 @@ def test_declared_values_match_the_design() -> None:
     assert stage_spec("upstream").produces == (PAYMENTS_REQUESTED,)
 
 
+def test_payment_requests_are_stamped_by_the_broker_and_the_rest_by_their_producer() -> None:
+    # The event-time window is measured from the record's timestamp: the broker's append time.
+    assert {t.name: t.timestamp_type for t in TOPICS} == {
+        "payments.requested": "LogAppendTime",
+        "payments.approved": "CreateTime",
+        "funds.held": "CreateTime",
+        "payments.cleared": "CreateTime",
+        "payments.outcomes": "CreateTime",
+        "settlements.closed": "CreateTime",
+        "paystream.dead-letter": "CreateTime",
+    }
+    assert topic_config(topic_spec(PAYMENTS_CLEARED), LOCAL)["message.timestamp.type"] == "CreateTime"
+    with pytest.raises(AssertionError, match=r"^TopicSpec\(name='ok', .*timestamp_type='AppendTime'\)$"):
+        TopicSpec("ok", 1, "k", "v", 1, "delete", "d", timestamp_type="AppendTime")  # type: ignore[arg-type]
+
+
 def test_lookups_name_what_exists_when_the_name_is_unknown() -> None:
     with pytest.raises(KeyError, match=r"payments\.requested"):
         topic_spec("payments.nope")
@@ -115,7 +131,7 @@ def test_profiles_keep_min_isr_at_or_below_replication() -> None:
         "cleanup.policy": "delete",
         "min.insync.replicas": "2",
         "max.message.bytes": "1048576",
-        "message.timestamp.type": "CreateTime",
+        "message.timestamp.type": "LogAppendTime",
     }
 
 
@@ -152,6 +168,19 @@ def test_replication_and_configs_are_compared_with_the_profile() -> None:
         ("min.insync.replicas", "2", "1", False),  # never above the replica count
         ("max.message.bytes", "1048576", "1048588", True),
     ]
+
+
+def test_a_topic_stamped_by_the_producer_where_the_broker_should_is_fixable_drift() -> None:
+    spec = topic_spec(PAYMENTS_REQUESTED)
+    configs = {**topic_config(spec, LOCAL), "message.timestamp.type": "CreateTime"}
+    (drift,) = diff_topic(spec, _live(spec, configs=configs), LOCAL)
+    assert (drift.field, drift.expected, drift.actual, drift.fixable) == (
+        "message.timestamp.type",
+        "LogAppendTime",
+        "CreateTime",
+        True,
+    )
+    assert str(drift) == "message.timestamp.type: expected LogAppendTime, found CreateTime"
 
 
 def test_min_isr_above_the_replica_count_is_never_fixed() -> None:
