@@ -27,7 +27,7 @@ from paystream.runner import run_stages
 from paystream.settings import Settings
 from workers import STAGE_NAMES
 
-TERMINAL_STATUSES = ("rejected", "declined", "settled")
+TERMINAL_STATUSES = ("rejected", "declined", "failed", "settled")
 INVALID_RECORDS = (
     b"\xff\xfe not json at all",
     b'{"payment_id": "truncated',

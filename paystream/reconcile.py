@@ -41,7 +41,11 @@ INVARIANTS: tuple[Invariant, ...] = (
            OR (p.status IN ('cleared', 'settled') AND (c.payment_id IS NULL OR h.status IS DISTINCT FROM 'captured'))
            OR (p.status = 'approved' AND h.payment_id IS NOT NULL AND h.status <> 'declined'
                AND h.status <> 'held')
-           OR (p.status = 'settled') <> (b.status IS NOT DISTINCT FROM 'closed')
+           OR (p.status = 'failed') <> (h.status IS NOT DISTINCT FROM 'released'
+               OR (p.status = 'failed' AND h.payment_id IS NULL))
+           OR (p.status = 'failed' AND c.payment_id IS NOT NULL)
+           OR (p.status = 'settled' AND b.status IS DISTINCT FROM 'closed')
+           OR (p.status <> 'settled' AND b.status = 'closed' AND b.published_at IS NOT NULL)
         """,
     ),
     Invariant(
@@ -171,8 +175,17 @@ INVARIANTS: tuple[Invariant, ...] = (
         LEFT JOIN settlement_items i USING (payment_id)
         LEFT JOIN settlement_batches b ON b.batch_id = i.batch_id
         WHERE (p.status = 'settled' AND (i.payment_id IS NULL OR b.status <> 'closed'))
-           OR (i.payment_id IS NOT NULL AND b.status = 'closed' AND p.status <> 'settled')
+           OR (i.payment_id IS NOT NULL AND b.status = 'closed' AND b.published_at IS NOT NULL
+               AND p.status <> 'settled')
            OR (p.status = 'cleared' AND i.payment_id IS NULL AND p.cleared_at < now() - interval '5 minutes')
+        """,
+    ),
+    Invariant(
+        "hold_open_within_bound",
+        "no hold stays open longer than PAYSTREAM_HOLD_OPEN_S_MAX: every hold ends captured or released",
+        """
+        SELECT payment_id, account_id, amount_minor, created_at FROM holds
+        WHERE status = 'held' AND created_at < now() - make_interval(secs => {hold_open_s_max})
         """,
     ),
     Invariant(
@@ -216,25 +229,27 @@ class ReconcileReport:
         return list(self.violations)
 
 
-async def reconcile(connection: Any, own_snapshot: bool = True) -> ReconcileReport:
+async def reconcile(connection: Any, own_snapshot: bool = True, hold_open_s_max: int = 3_600) -> ReconcileReport:
     """Run every invariant in one repeatable-read snapshot, so checks see one consistent state.
 
     With `own_snapshot=False` the checks run in the caller's open transaction instead.
     """
     if not own_snapshot:
-        return await _check_all(connection)
+        return await _check_all(connection, hold_open_s_max)
     async with connection.transaction(isolation="repeatable_read", readonly=True):
-        return await _check_all(connection)
+        return await _check_all(connection, hold_open_s_max)
 
 
-async def _check_all(connection: Any) -> ReconcileReport:
+async def _check_all(connection: Any, hold_open_s_max: int) -> ReconcileReport:
     report = ReconcileReport()
     for invariant in INVARIANTS:
-        rows = await connection.fetch(f"SELECT * FROM ({invariant.sql}) v LIMIT {EXAMPLES_MAX + 1}")
+        # The bound is a validated integer setting, not input: formatting it in is safe.
+        sql = invariant.sql.replace("{hold_open_s_max}", str(int(hold_open_s_max)))
+        rows = await connection.fetch(f"SELECT * FROM ({sql}) v LIMIT {EXAMPLES_MAX + 1}")
         report.checked.append(invariant.name)
         if rows:
             total = len(rows)
             if total > EXAMPLES_MAX:
-                total = await connection.fetchval(f"SELECT count(*) FROM ({invariant.sql}) v")
+                total = await connection.fetchval(f"SELECT count(*) FROM ({sql}) v")
             report.violations.append(Violation(invariant.name, total, [dict(r) for r in rows[:EXAMPLES_MAX]]))
     return report

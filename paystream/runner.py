@@ -1,4 +1,11 @@
-"""Run one or more stage loops in this process until SIGTERM/SIGINT (or idle, in burst mode)."""
+"""Run one or more stage loops in this process until SIGTERM/SIGINT (or idle, in burst mode).
+
+When any stage dies, the others are stopped (each finishes its batch in
+flight) and the error is raised: `paystream run` exits non-zero instead of
+running on with a dead stage whose partitions nobody processes. After a stop,
+the stages get `shutdown_grace_ms` to finish; past that they are cancelled
+(nothing uncommitted is lost: it is replayed) and the run fails.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +13,21 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 
 from paystream.db.pool import create_pool
+from paystream.errors import PaystreamError
 from paystream.settings import Settings
 from paystream.stage.loop import Activity, LoopStats, StageLoop
 from workers import build_stage
 
 log = structlog.get_logger("paystream.runner")
+
+
+class ShutdownTimeoutError(PaystreamError):
+    """A stage did not finish its batch in flight within shutdown_grace_ms after a stop."""
 
 
 async def run_stages(
@@ -34,16 +47,44 @@ async def run_stages(
     try:
         loops = {name: StageLoop(build_stage(name, settings), settings, pool) for name in stage_names}
         activity = Activity()
-        results = await asyncio.gather(
-            *(stage_loop.run(stop, idle_exit_ms, activity) for stage_loop in loops.values()),
-            return_exceptions=True,
-        )
+        tasks = {
+            name: asyncio.create_task(stage_loop.run(stop, idle_exit_ms, activity), name=f"stage-{name}")
+            for name, stage_loop in loops.items()
+        }
+        await _wait_for_stages(tasks, stop, settings.shutdown_grace_ms / 1000)
     finally:
         await pool.close()
-    stats: dict[str, LoopStats] = {}
-    for name, result in zip(loops, results, strict=True):
-        if isinstance(result, BaseException):
-            stop.set()
-            raise result
-        stats[name] = result
-    return stats
+    return {name: task.result() for name, task in tasks.items()}
+
+
+async def _wait_for_stages(tasks: dict[str, asyncio.Task[LoopStats]], stop: asyncio.Event, grace_s: float) -> None:
+    """Until every stage returned; the first to die stops the others, and its error is raised."""
+    stopping = asyncio.create_task(stop.wait())
+    pending: set[asyncio.Future[Any]] = {*tasks.values(), stopping}
+    try:
+        while not all(t.done() for t in tasks.values()):
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            failed = [t for t in tasks.values() if t.done() and not t.cancelled() and t.exception() is not None]
+            if failed or stopping in done:
+                if failed:
+                    name = next(n for n, t in tasks.items() if t is failed[0])
+                    log.error("stage died; stopping the others", stage=name, error=repr(failed[0].exception()))
+                stop.set()
+                break
+        remaining = [t for t in tasks.values() if not t.done()]
+        if remaining:
+            _, late = await asyncio.wait(remaining, timeout=grace_s)
+            if late:
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+                names = sorted(n for n, t in tasks.items() if t in late)
+                raise ShutdownTimeoutError(
+                    f"stage(s) {', '.join(names)} did not stop within {int(grace_s * 1000)} ms"
+                    " (PAYSTREAM_SHUTDOWN_GRACE_MS); their uncommitted batches are replayed on restart"
+                )
+    finally:
+        stopping.cancel()
+    for task in tasks.values():
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]

@@ -27,11 +27,16 @@ STACK_POSTGRES_PORT = 15432
 
 CRASH_POINTS = (
     "after_decode",
+    "in_isolation",
     "in_transaction",
     "after_db_commit",
     "after_produce",
     "after_offset_commit",
+    # Settlement's timer: a close committed, its events produced, then marked published.
+    "after_tick_commit",
+    "after_tick_produce",
 )
+TICK_CRASH_POINTS = ("after_tick_commit", "after_tick_produce")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,4 +165,4 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return Settings(**values).validate()
 
 
-__all__ = ["CRASH_POINTS", "REPO_ROOT", "Settings", "load_settings"]
+__all__ = ["CRASH_POINTS", "TICK_CRASH_POINTS", "REPO_ROOT", "Settings", "load_settings"]

@@ -100,7 +100,10 @@ class PaymentCleared(Event, frozen=True, kw_only=True):
     cleared_at: UtcTime
 
 
-OutcomeStatus = Literal["rejected", "declined", "cleared", "settled"]
+# `failed`: the payment was accepted but a later stage could not go on with it
+# (its record was isolated as poison, or clearing found no fee schedule); any
+# hold was released. Terminal, like rejected, declined and settled.
+OutcomeStatus = Literal["rejected", "declined", "failed", "cleared", "settled"]
 
 
 class PaymentOutcome(Event, frozen=True, kw_only=True):

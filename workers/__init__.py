@@ -14,7 +14,7 @@ def build_stage(name: str, settings: Settings) -> Any:
     if name == "risk":
         from workers.risk import RiskStage
 
-        return RiskStage()
+        return RiskStage(settings)
     if name == "funds":
         from workers.funds import FundsStage
 

@@ -8,6 +8,13 @@ available never goes negative (the database checks it too).
 Writes: one `holds` row per payment (held or declined), the payer's `held_minor`,
 and the payment's status.
 Emits: `funds.held` (key payer) for a hold; a `declined` outcome otherwise.
+Everything is derived from the request risk stored and approved, never from
+the incoming event: an event for a payment risk did not approve, or that
+disagrees with the stored request, is refused to the dead letters
+(`not_approved`, `idempotency_conflict`). The payers' rows are locked before
+the stored holds are read, so a retry that runs while a first, unacknowledged
+commit lands returns that commit's events. A record isolated as poison ends
+its payment `failed` (`abandon`).
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from paystream.db.arrays import join_reasons
-from paystream.stage.contract import Accepted, Output, StageResult, Tick
+from paystream.stage.contract import Accepted, Output, Refused, StageResult, Tick
 from schemas.payments import (
     FundsHeld,
     PaymentRequested,
@@ -27,6 +36,7 @@ from schemas.payments import (
     outcome_of,
 )
 from topology.topics import FUNDS_HELD, PAYMENTS_APPROVED, PAYMENTS_OUTCOMES
+from workers.failures import Identity, fail_payments
 
 
 @dataclass(slots=True)
@@ -84,29 +94,62 @@ class FundsStage:
     input_type = RiskAssessed
 
     async def apply(self, connection: Any, records: Sequence[Accepted[RiskAssessed]], now: datetime) -> StageResult:
-        payment_ids = [r.event.payment.payment_id for r in records]
+        payment_ids = sorted({r.event.payment.payment_id for r in records})
+        approved = await _approved_requests(connection, payment_ids)
+        # Lock the payers' rows first, then read what is stored: see the module docstring.
+        accounts = await _lock_accounts(connection, sorted({p.payer_account for p in approved.values()}))
         decided = await _stored_decisions(connection, payment_ids)
-        fresh: dict[str, PaymentRequested] = {}
-        for record in records:
-            payment = record.event.payment
-            if payment.payment_id not in decided and payment.payment_id not in fresh:
-                fresh[payment.payment_id] = payment
+        fresh = [
+            approved[r.event.payment.payment_id]
+            for r in records
+            if r.event.payment.payment_id in approved
+            and r.event.payment.payment_id not in decided
+            and _identity(approved[r.event.payment.payment_id]) == _identity(r.event.payment)
+        ]
+        fresh = list({p.payment_id: p for p in fresh}.values())  # first occurrence, input order
 
         if fresh:
-            payments = list(fresh.values())
-            accounts = await _lock_accounts(connection, sorted({p.payer_account for p in payments}))
             held_before = {a.account_id: a.held_minor for a in accounts.values()}
-            decisions = decide_holds(payments, accounts, now)
-            await _store(connection, payments, decisions, accounts, held_before, now)
+            decisions = decide_holds(fresh, accounts, now)
+            await _store(connection, fresh, decisions, accounts, held_before, now)
             decided.update({d.payment_id: d for d in decisions})
 
         result = StageResult()
         for record in records:
-            result.outputs.append(_output(record.event.payment, decided[record.event.payment.payment_id]))
+            payment_id = record.event.payment.payment_id
+            stored = approved.get(payment_id)
+            if stored is None:
+                result.refused.append(_refusal(record, "not_approved", f"risk never approved payment {payment_id}"))
+            elif _identity(stored) != _identity(record.event.payment):
+                result.refused.append(
+                    _refusal(
+                        record,
+                        "idempotency_conflict",
+                        f"payment {payment_id} was approved as payer/merchant/amount/currency {_identity(stored)};"
+                        f" the event says {_identity(record.event.payment)}",
+                    )
+                )
+            else:
+                result.outputs.append(_output(stored, decided[payment_id]))
         return result
+
+    async def abandon(
+        self, connection: Any, records: Sequence[tuple[Accepted[RiskAssessed], str]], now: datetime
+    ) -> list[Output]:
+        reasons = {r.event.payment.payment_id: reason for r, reason in records}
+        claimed = {r.event.payment.payment_id: _identity(r.event.payment) for r, _ in records}
+        return await fail_payments(connection, reasons, claimed, "funds", now)
 
     async def tick(self, pool: Any, now: datetime) -> Tick | None:
         return None
+
+
+def _identity(payment: PaymentRequested) -> Identity:
+    return (payment.payer_account, payment.merchant_id, payment.amount_minor, payment.currency)
+
+
+def _refusal(record: Accepted[RiskAssessed], rule: str, detail: str) -> Refused:
+    return Refused(record.origin, "payment.payment_id", rule, detail, record.raw or msgspec.json.encode(record.event))
 
 
 def _output(payment: PaymentRequested, decision: HoldDecision) -> Output:
@@ -126,6 +169,16 @@ def _output(payment: PaymentRequested, decision: HoldDecision) -> Output:
         payment.payment_id,
         outcome_of(payment, "declined", "funds", decision.decided_at, list(decision.reasons)),
     )
+
+
+async def _approved_requests(connection: Any, payment_ids: list[str]) -> dict[str, PaymentRequested]:
+    """The requests risk stored and approved: the only source of what a hold is for."""
+    rows = await connection.fetch(
+        """SELECT payment_id, request FROM risk_decisions
+           WHERE payment_id = ANY($1::text[]) AND decision = 'approved'""",
+        payment_ids,
+    )
+    return {row["payment_id"]: msgspec.convert(row["request"], PaymentRequested) for row in rows}
 
 
 async def _stored_decisions(connection: Any, payment_ids: list[str]) -> dict[str, HoldDecision]:

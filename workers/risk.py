@@ -9,7 +9,16 @@ adds approved amounts to `risk_merchant_day_totals`.
 Emits: `risk.assessed` to payments.approved (key payer) when approved; a
 `rejected` outcome to payments.outcomes otherwise.
 A payment id seen before is answered with the stored decision; the same id
-with a different payer, merchant, amount or currency is refused to the dead letters.
+with a different payer, merchant, amount or currency is refused to the dead
+letters (`idempotency_conflict`). The outputs always come from what is stored
+after this transaction's insert: two risk consumers deciding one payment id
+at once (sent for two payers, so on two partitions) both end with the one
+stored decision, and the loser refuses its record instead of emitting its own.
+The merchant daily limit holds under concurrent risk consumers: the running
+total is re-read as it is added to (row lock), and a batch decided on a stale
+total is retried (`ConcurrentChangeError`) instead of overshooting.
+Admits at the edge: a created_at inside the event-time window around the
+record's broker append time (`schemas.event_time`).
 """
 
 from __future__ import annotations
@@ -22,7 +31,11 @@ from typing import Any
 import msgspec
 
 from paystream.db.arrays import join_reasons
+from paystream.errors import ConcurrentChangeError
+from paystream.settings import Settings
 from paystream.stage.contract import Accepted, Output, Refused, StageResult, Tick
+from schemas.codec import Invalid
+from schemas.event_time import EventTimeWindow
 from schemas.payments import (
     PaymentRequested,
     RiskAssessed,
@@ -46,6 +59,13 @@ class RiskStage:
     input_topic = PAYMENTS_REQUESTED
     input_type = PaymentRequested
 
+    def __init__(self, settings: Settings) -> None:
+        self.window = EventTimeWindow.from_settings(settings)
+
+    def admit(self, payment: PaymentRequested, record_time: datetime) -> Invalid | None:
+        """The edge rule only this stage applies: created_at near the record's append time."""
+        return self.window.check(payment.created_at, record_time)
+
     async def apply(self, connection: Any, records: Sequence[Accepted[PaymentRequested]], now: datetime) -> StageResult:
         decided = await _stored_decisions(connection, [r.event.payment_id for r in records])
         fresh: dict[str, PaymentRequested] = {}
@@ -58,9 +78,10 @@ class RiskStage:
             payments = list(fresh.values())
             context = await _load_context(connection, payments)
             decisions = assess_batch(payments, context)
-            await _store(connection, payments, [d.reasons for d in decisions], now)
-            for payment, decision in zip(payments, decisions, strict=True):
-                decided[payment.payment_id] = Decided(payment, decision.approved, list(decision.reasons), now)
+            await _store(connection, payments, [d.reasons for d in decisions], now, context)
+            # Read back what is stored: a concurrent transaction may have stored
+            # some of these ids first (our insert then did nothing).
+            decided.update(await _stored_decisions(connection, list(fresh)))
 
         result = StageResult()
         for record in records:
@@ -74,6 +95,12 @@ class RiskStage:
     async def tick(self, pool: Any, now: datetime) -> Tick | None:
         return None
 
+    async def abandon(
+        self, connection: Any, records: Sequence[tuple[Accepted[PaymentRequested], str]], now: datetime
+    ) -> list[Output]:
+        # Nothing was placed for a request risk could not decide: the dead letter is its answer.
+        return []
+
 
 def _identity(payment: PaymentRequested) -> tuple[str, str, int, str]:
     return (payment.payer_account, payment.merchant_id, payment.amount_minor, payment.currency)
@@ -86,7 +113,7 @@ def _conflict(record: Accepted[PaymentRequested], original: PaymentRequested) ->
         "idempotency_conflict",
         f"payment {original.payment_id} was already requested with different"
         f" payer/merchant/amount/currency {_identity(original)}; got {_identity(record.event)}",
-        msgspec.json.encode(record.event),
+        record.raw or msgspec.json.encode(record.event),
     )
 
 
@@ -151,13 +178,19 @@ async def _load_context(connection: Any, payments: list[PaymentRequested]) -> Ri
     )
     earliest = min(p.created_at for p in payments)
     latest = max(p.created_at for p in payments)
+    # Each payer's own window: one back-dated payment must not widen every payer's read.
+    spans: dict[str, tuple[datetime, datetime]] = {}
+    for p in payments:
+        low, high = spans.get(p.payer_account, (p.created_at, p.created_at))
+        spans[p.payer_account] = (min(low, p.created_at), max(high, p.created_at))
     history_rows = await connection.fetch(
-        """SELECT payer_account, created_at, amount_minor FROM risk_decisions
-           WHERE decision = 'approved' AND payer_account = ANY($1::text[])
-             AND created_at > $2 AND created_at <= $3""",
+        """SELECT d.payer_account, d.created_at, d.amount_minor
+           FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS v(payer, since, until)
+           JOIN risk_decisions d ON d.payer_account = v.payer AND d.decision = 'approved'
+                AND d.created_at > v.since AND d.created_at <= v.until""",
         payers,
-        earliest - VELOCITY_LONG_WINDOW,
-        latest,
+        [spans[payer][0] - VELOCITY_LONG_WINDOW for payer in payers],
+        [spans[payer][1] for payer in payers],
     )
     day_rows = await connection.fetch(
         """SELECT merchant_id, currency, day, approved_minor AS amount
@@ -190,13 +223,17 @@ async def _load_context(connection: Any, payments: list[PaymentRequested]) -> Ri
 
 
 async def _store(
-    connection: Any, payments: list[PaymentRequested], reasons: list[tuple[str, ...]], now: datetime
+    connection: Any,
+    payments: list[PaymentRequested],
+    reasons: list[tuple[str, ...]],
+    now: datetime,
+    context: RiskContext,
 ) -> None:
     decisions = ["rejected" if r else "approved" for r in reasons]
     # The day totals grow only by the decisions this statement stored: a
     # payment another transaction stored first is not counted twice. Rows are
     # added to in key order, so two risk transactions cannot deadlock on them.
-    await connection.execute(
+    totals = await connection.fetch(
         """
         WITH stored AS (
             INSERT INTO risk_decisions (payment_id, payer_account, merchant_id, amount_minor, currency,
@@ -216,6 +253,7 @@ async def _store(
         ORDER BY 1, 2, 3
         ON CONFLICT (merchant_id, currency, day)
             DO UPDATE SET approved_minor = t.approved_minor + excluded.approved_minor
+        RETURNING merchant_id, currency, day, approved_minor
         """,
         [p.payment_id for p in payments],
         [p.payer_account for p in payments],
@@ -228,6 +266,7 @@ async def _store(
         now,
         [msgspec.to_builtins(p) for p in payments],
     )
+    _check_day_totals(totals, context)
     await connection.execute(
         """
         INSERT INTO payments (payment_id, payer_account, merchant_id, amount_minor, currency, country,
@@ -254,3 +293,21 @@ async def _store(
         now,
         [join_reasons(r) for r in reasons],
     )
+
+
+def _check_day_totals(totals: Sequence[Any], context: RiskContext) -> None:
+    """Refuse to commit approvals that push a merchant's day past its limit.
+
+    The decisions assumed the totals read at the start of the batch. The
+    upsert re-reads each row as it adds to it (waiting for a concurrent risk
+    transaction on the same row to commit), so a total above the limit here
+    means another consumer approved for that merchant-day meanwhile: retry the
+    batch, which reads the new total and decides again.
+    """
+    for row in totals:
+        limits = context.limits.get(row["currency"].strip())
+        if limits is not None and row["approved_minor"] > limits.merchant_daily_amount_max_minor:
+            raise ConcurrentChangeError(
+                f"merchant {row['merchant_id']} {row['currency'].strip()} day {row['day']} reached"
+                f" {row['approved_minor']} > limit {limits.merchant_daily_amount_max_minor} meanwhile"
+            )

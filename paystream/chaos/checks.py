@@ -22,7 +22,7 @@ from topology.topics import (
     SETTLEMENTS_CLOSED,
 )
 
-TERMINAL = ("rejected", "declined", "settled")
+TERMINAL = ("rejected", "declined", "failed", "settled")
 
 
 @dataclass

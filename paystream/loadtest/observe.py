@@ -18,7 +18,7 @@ from paystream.topic_scan import topic_partitions
 from topology.topics import PAYMENTS_OUTCOMES
 
 # The outcomes that end a payment's way through the stages; `settled` comes later, at the cycle's cut-off.
-FIRST_OUTCOMES = frozenset({"rejected", "declined", "cleared"})
+FIRST_OUTCOMES = frozenset({"rejected", "declined", "failed", "cleared"})
 POLL_TIMEOUT_MS = 100
 
 

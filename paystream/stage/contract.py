@@ -30,8 +30,11 @@ class Origin:
 
 @dataclass(frozen=True, slots=True)
 class Accepted(Generic[E]):
+    """A decoded record; `raw` is kept so an isolated poison record's dead letter carries its bytes."""
+
     origin: Origin
     event: E
+    raw: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,4 +80,15 @@ class Stage(Protocol[E]):
 
     async def tick(self, pool: Any, now: datetime) -> Tick | None:
         """Work not driven by input (closing settlement batches on time); None when idle."""
+        ...
+
+    async def abandon(self, connection: Any, records: Sequence[tuple[Accepted[E], str]], now: datetime) -> list[Output]:
+        """End the path of payments whose records were isolated as poison (each with its reason).
+
+        Called in the batch transaction after isolation: a stage that placed
+        something for these payments earlier on their path (a hold) releases
+        it and gives the payment a terminal status, so nothing waits forever.
+        Returns the events to emit (a `failed` outcome); [] when there is
+        nothing to end.
+        """
         ...

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-from paystream.settings import Settings
+from paystream.settings import TICK_CRASH_POINTS, Settings
 
 
 class CrashSwitch:
@@ -20,13 +20,20 @@ class CrashSwitch:
         self.point = settings.crash_point if armed else None
         self.after_batches = settings.crash_after_batches
         self.batches_seen = 0
+        self.ticks_seen = 0
 
     def batch_started(self) -> None:
         if self.point is not None:
             self.batches_seen += 1
 
+    def tick_started(self) -> None:
+        """A timer's work (settlement closes) counts ticks that did something, not input batches."""
+        if self.point is not None:
+            self.ticks_seen += 1
+
     def at(self, point: str) -> None:
-        if self.point == point and self.batches_seen >= self.after_batches:
+        seen = self.ticks_seen if point in TICK_CRASH_POINTS else self.batches_seen
+        if self.point == point and seen >= self.after_batches:
             print(f"paystream: crash point {point} reached, killing myself", file=sys.stderr)
             sys.stderr.flush()
             os.kill(os.getpid(), signal.SIGKILL)

@@ -11,125 +11,57 @@ For each batch the consumer returns:
 A crash between any two steps replays the batch from the last Kafka commit:
 Step 2 then writes nothing new and returns the same events, Step 3 sends them
 again with the same event ids, and the next stage ignores the repeats.
+
+A record that makes Step 2 fail for a reason of its own (not an outage) is
+isolated and dead-lettered inside the same transaction
+(`paystream.stage.isolation`); partition ownership lives in
+`paystream.stage.membership` and failure classes in `paystream.stage.retry`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic
 
-import asyncpg
 import structlog
-from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import (
-    CommitFailedError,
-    IllegalStateError,
-    KafkaConnectionError,
-    KafkaError,
-)
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from paystream.errors import PaystreamError
 from paystream.kafka import make_consumer, make_producer, send_in_batches
 from paystream.settings import Settings
-from paystream.stage.contract import Accepted, E, Origin, Output, Refused, Stage, StageResult
+from paystream.stage.contract import Accepted, E, Output, Refused, Stage, StageResult
 from paystream.stage.crash import CrashSwitch
 from paystream.stage.dead_letters import dead_letter_outputs, store_dead_letters
-from paystream.stage.fencing import NO_OFFSET, FencedError, advance, claim_partitions
-from schemas.codec import Decoder, Invalid, encode
+from paystream.stage.fencing import FencedError, advance
+from paystream.stage.intake import decode_records, owned_records
+from paystream.stage.isolation import abandon_poisoned, apply_isolating, poison_refusals
+from paystream.stage.membership import PartitionListener, reclaim_fenced, resume_position
+from paystream.stage.retry import (
+    RETRIABLE_SQLSTATES,
+    Retrier,
+    RetriesExhaustedError,
+    StopRequestedError,
+    is_retriable,
+)
+from paystream.stage.stats import Activity, LoopStats, stats_fields
+from schemas.codec import Decoder, encode
+
+__all__ = [
+    "RETRIABLE_SQLSTATES",
+    "Activity",
+    "LoopStats",
+    "RetriesExhaustedError",
+    "StageLoop",
+    "is_retriable",
+    "resume_position",
+]
 
 log = structlog.get_logger("paystream.stage")
-
-# SQLSTATEs worth a retry: serialization failure, deadlock, admin shutdown,
-# crash shutdown, cannot connect now, too many connections.
-RETRIABLE_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300", "08000", "08003", "08006"})
-
-
-class RetriesExhaustedError(PaystreamError):
-    """A transient failure outlasted retry_duration_ms_max; the worker exits without committing."""
-
-
-@dataclass(slots=True)
-class Activity:
-    """When any loop of a pipeline last did work: burst mode stops once all were idle together."""
-
-    last: float = field(default_factory=time.monotonic)
-
-    def touch(self) -> None:
-        self.last = time.monotonic()
-
-
-@dataclass(slots=True)
-class LoopStats:
-    batches: int = 0
-    records: int = 0
-    dead_letters: int = 0
-    outputs: int = 0
-    fenced: int = 0
-    retries: int = 0
-    commit_failures: int = 0
-    rebalances: int = 0
-    ticks: int = 0
-    started_at: float = field(default_factory=time.monotonic)
-
-
-def is_retriable(error: BaseException) -> bool:
-    """Broker or database unavailable: retry. Anything else is a bug or bad state: crash."""
-    if isinstance(error, PaystreamError):
-        return error.retriable
-    if isinstance(error, KafkaError):
-        return bool(getattr(error, "retriable", False)) or isinstance(error, KafkaConnectionError)
-    if isinstance(error, asyncpg.PostgresError):
-        return getattr(error, "sqlstate", None) in RETRIABLE_SQLSTATES
-    return isinstance(
-        error,
-        OSError | asyncio.TimeoutError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError,
-    )
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Revocation waits for the batch in flight; assignment claims epochs and seeks."""
-
-    def __init__(self, loop: StageLoop[Any]) -> None:
-        self.loop = loop
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # The batch in flight finishes its four steps (and commits) before the
-        # rebalance goes on, so the new owner starts exactly after it.
-        async with self.loop.batch_lock:
-            for tp in revoked:
-                self.loop.epochs.pop(tp.partition, None)
-                self.loop.positions.pop(tp.partition, None)
-        log.info("partitions revoked", stage=self.loop.stage.name, partitions=_parts(revoked))
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.loop.stats.rebalances += 1
-        if assigned:
-            await self.loop.take_partitions(assigned)
-        log.info("partitions assigned", stage=self.loop.stage.name, partitions=_parts(assigned))
-
-
-def resume_position(kafka_committed: int | None, database_next: int, log_start: int) -> int:
-    """Where a newly assigned partition resumes: the earliest offset that may lack its events.
-
-    No Kafka commit means "from the beginning", not "from the database":
-    a worker killed after its first batch's transaction but before its first
-    offset commit has a database offset and no Kafka offset, and that batch's
-    events may never have been produced. Replaying it is idempotent.
-    """
-    kafka_next = log_start if kafka_committed is None else kafka_committed
-    candidates = [kafka_next] if database_next == NO_OFFSET else [kafka_next, database_next]
-    return max(min(candidates), log_start)
-
-
-def _parts(tps: Sequence[TopicPartition]) -> list[int]:
-    return sorted(tp.partition for tp in tps)
 
 
 class StageLoop(Generic[E]):
@@ -142,53 +74,26 @@ class StageLoop(Generic[E]):
         self.topic = settings.topic(stage.input_topic)
         self.group_id = settings.group(stage.name)
         self.client_id = f"paystream-{stage.name}-{socket.gethostname()}-{os.getpid()}"
-        self.decoder = Decoder(stage.input_type, settings.record_bytes_max)
+        self.decoder = Decoder(stage.input_type, settings.record_bytes_max, admit=getattr(stage, "admit", None))
         self.crash = CrashSwitch(settings, stage.name)
         self.batch_lock = asyncio.Lock()
         self.epochs: dict[int, int] = {}
         # Next offset each claimed partition must continue from: records
         # fetched before a claim's seek are stale and are dropped.
         self.positions: dict[int, int] = {}
+        # Partitions whose last batch was fenced: claimed again before the next batch.
+        self.fenced: set[int] = set()
+        # An error the rebalance listener could not raise itself (aiokafka swallows it).
+        self.fatal: BaseException | None = None
         self.stats = LoopStats()
         self.consumer = make_consumer(settings, self.group_id, self.client_id)
         self.producer = make_producer(settings, self.client_id)
         self._last_tick = 0.0
         self.activity = Activity()
+        self.retry = Retrier(settings, stage.name, asyncio.Event(), self._count_retry)
 
-    # -- assignment ---------------------------------------------------------
-
-    async def take_partitions(self, assigned: Sequence[TopicPartition]) -> None:
-        """Claim a new epoch per partition and seek to where nothing can be missed.
-
-        Kafka's committed offset trails PostgreSQL's by at most the batch whose
-        events may not have been produced yet, so resuming at the smaller of the
-        two replays that batch (its effects are idempotent) and re-sends its events.
-        Holds the batch lock: aiokafka may already be fetching for these
-        partitions, and no batch may run for them until they are claimed.
-        """
-        async with self.batch_lock:
-            claims = await self._retrying("claim partitions", lambda: self._claim([tp.partition for tp in assigned]))
-            beginnings = await self.consumer.beginning_offsets(list(assigned))
-            for tp in assigned:
-                claim = claims[tp.partition]
-                committed = await self.consumer.committed(tp)
-                position = resume_position(committed, claim.next_offset, beginnings[tp])
-                if committed is not None and claim.next_offset != NO_OFFSET and committed > claim.next_offset:
-                    log.warning(
-                        "kafka offset ahead of database; resuming from the database",
-                        stage=self.stage.name,
-                        partition=tp.partition,
-                        kafka_offset=committed,
-                        database_offset=claim.next_offset,
-                    )
-                self.consumer.seek(tp, position)
-                self.epochs[tp.partition] = claim.epoch
-                self.positions[tp.partition] = position
-            self.activity.touch()
-
-    async def _claim(self, partitions: list[int]) -> Any:
-        async with self.pool.acquire() as connection:
-            return await claim_partitions(connection, self.group_id, self.topic, partitions)
+    def _count_retry(self) -> None:
+        self.stats.retries += 1
 
     # -- the loop -------------------------------------------------------------
 
@@ -205,42 +110,63 @@ class StageLoop(Generic[E]):
         """
         stop = stop or asyncio.Event()
         self.activity = activity or self.activity
-        await self._retrying("connect to Kafka", self._start_clients)
-        self.consumer.subscribe([self.topic], listener=_Listener(self))
+        self.retry = Retrier(self.settings, self.stage.name, stop, self._count_retry)
+        try:
+            await self.retry("connect to Kafka", self._start_clients)
+        except StopRequestedError:
+            await self._close_clients()
+            log.info("stage stopped before it connected", stage=self.stage.name)
+            return self.stats
+        self.consumer.subscribe([self.topic], listener=PartitionListener(self))
         log.info("stage started", stage=self.stage.name, topic=self.topic, group=self.group_id)
         self.activity.touch()
         try:
             while not stop.is_set():
+                self._raise_if_fatal()
+                if self.fenced:
+                    await reclaim_fenced(self)
                 batch = await self.consumer.getmany(
                     timeout_ms=self.settings.batch_wait_ms, max_records=self.settings.batch_records_max
                 )
-                records = [r for tp_records in batch.values() for r in tp_records]
-                if records:
+                self._raise_if_fatal()
+                if any(batch.values()):
                     await self.process_batch(batch)
                     self.activity.touch()
                 if await self._maybe_tick():
                     self.activity.touch()
                 if idle_exit_ms is not None and self._idle_long_enough(idle_exit_ms):
                     break
+        except StopRequestedError as stopped:
+            # Nothing of the attempt was committed: the batch is replayed by
+            # whoever owns the partition next.
+            log.info("stage stopped while retrying", stage=self.stage.name, reason=str(stopped))
         finally:
             await self._shutdown()
         return self.stats
+
+    def _raise_if_fatal(self) -> None:
+        if self.fatal is not None:
+            raise self.fatal
 
     async def _start_clients(self) -> None:
         """Start fresh clients: a worker (re)started while the broker restarts waits for it."""
         # The clients made earlier (in __init__ or by a failed attempt) never
         # started; closing them releases them instead of leaking sockets and tasks.
-        await self.consumer.stop()
-        await self.producer.stop()
+        await self._close_clients()
         self.consumer = make_consumer(self.settings, self.group_id, self.client_id)
         self.producer = make_producer(self.settings, self.client_id)
         try:
             await self.producer.start()
             await self.consumer.start()
         except BaseException:
-            await self.consumer.stop()
-            await self.producer.stop()
+            await self._close_clients()
             raise
+
+    async def _close_clients(self) -> None:
+        try:
+            await self.consumer.stop()
+        finally:
+            await self.producer.stop()
 
     def _idle_long_enough(self, idle_exit_ms: int) -> bool:
         """Burst mode: idle that long, and only once partitions were assigned (else nothing ran yet)."""
@@ -250,50 +176,27 @@ class StageLoop(Generic[E]):
     async def _shutdown(self) -> None:
         # Every processed batch was committed inside process_batch: stopping
         # here loses nothing. Stop the consumer first so no new batch starts.
-        try:
-            await self.consumer.stop()
-        finally:
-            await self.producer.stop()
-        log.info("stage stopped", stage=self.stage.name, **_stats_fields(self.stats))
+        await self._close_clients()
+        log.info("stage stopped", stage=self.stage.name, **stats_fields(self.stats))
 
     async def process_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
         async with self.batch_lock:
-            # Keep only records at or after where this consumer's claim says to
-            # resume (offsets may skip: transaction markers). Records of
-            # partitions revoked since getmany returned belong to the new owner;
-            # records fetched again after a claim's seek were already applied.
-            assignment = self.consumer.assignment()
-            owned = {}
-            for tp, tp_records in batch.items():
-                position = self.positions.get(tp.partition)
-                if tp in assignment and position is not None:
-                    fresh = [r for r in tp_records if r.offset >= position]
-                    if fresh:
-                        owned[tp] = fresh
+            owned = owned_records(batch, self.consumer.assignment(), self.positions, self.fenced)
             if not owned:
                 return
             self.crash.batch_started()
             now = datetime.now(UTC)
 
             # Step 1: decode and validate.
-            accepted: list[Accepted[E]] = []
-            refused: list[Refused] = []
-            for tp, tp_records in owned.items():
-                for record in tp_records:
-                    origin = Origin(tp.topic, tp.partition, record.offset)
-                    decoded = self.decoder.decode(record.value)
-                    if isinstance(decoded, Invalid):
-                        refused.append(
-                            Refused(origin, decoded.field, decoded.rule, decoded.detail, record.value or b"")
-                        )
-                    else:
-                        accepted.append(Accepted(origin, decoded))
+            accepted, refused = decode_records(self.decoder, owned)
             spans = {tp.partition: (rs[0].offset, rs[-1].offset + 1) for tp, rs in owned.items()}
             self.crash.at("after_decode")
 
             # Step 2: one transaction for the whole batch, fenced by epoch.
             try:
-                result = await self._retrying("apply batch", lambda: self._apply(accepted, refused, spans, now))
+                result = await self.retry(
+                    "apply batch", lambda: self._apply(accepted, refused, spans, now), passthrough=FencedError
+                )
             except FencedError as fenced:
                 self.stats.fenced += 1
                 log.warning(
@@ -302,12 +205,13 @@ class StageLoop(Generic[E]):
                     partitions=fenced.partitions,
                 )
                 self._rewind(owned)
+                self.fenced.update(fenced.partitions)
                 return
             self.crash.at("after_db_commit")
 
             # Step 3: produce and await every acknowledgement.
             outputs = result.outputs + dead_letter_outputs(self.stage.name, result.refused, now)
-            await self._retrying("produce", lambda: self._produce(outputs))
+            await self.retry("produce", lambda: self._produce(outputs))
             self.crash.at("after_produce")
 
             # Step 4: commit the consumed offsets.
@@ -329,12 +233,34 @@ class StageLoop(Generic[E]):
         now: datetime,
     ) -> StageResult:
         async with self.pool.acquire() as connection, connection.transaction():
-            result = await self.stage.apply(connection, accepted, now) if accepted else StageResult()
+            result = StageResult()
+            if accepted:
+                isolation = await apply_isolating(connection, self.stage, accepted, now)
+                result = isolation.result
+                if isolation.poisoned:
+                    self.crash.at("in_isolation")
+                    result.outputs.extend(await abandon_poisoned(connection, self.stage, isolation.poisoned, now))
+                    result.refused.extend(poison_refusals(self.stage.name, isolation.poisoned))
+                    self._log_isolation(len(accepted), isolation.poisoned, isolation.applies)
             result.refused[:0] = refused
             await store_dead_letters(connection, self.stage.name, result.refused, now)
             await advance(connection, self.group_id, self.topic, spans, self.epochs)
             self.crash.at("in_transaction")
         return result
+
+    def _log_isolation(self, records: int, poisoned: Sequence[tuple[Accepted[E], BaseException]], applies: int) -> None:
+        # Counted per attempt: a retried transaction isolates again and logs again.
+        self.stats.isolations += 1
+        self.stats.poisoned += len(poisoned)
+        log.warning(
+            "poison records isolated and dead-lettered",
+            stage=self.stage.name,
+            records=records,
+            poisoned=len(poisoned),
+            applies=applies,
+            origins=[f"{r.origin.topic}/{r.origin.partition}/{r.origin.offset}" for r, _ in poisoned],
+            errors=sorted({type(error).__name__ for _, error in poisoned}),
+        )
 
     async def _produce(self, outputs: Sequence[Output]) -> None:
         futures = await send_in_batches(
@@ -363,8 +289,10 @@ class StageLoop(Generic[E]):
         """Seek back to the batch start so a fenced batch is never skipped."""
         for tp, records in batch.items():
             # No longer assigned: its new owner resumes from the commit.
-            with contextlib.suppress(IllegalStateError):
+            try:
                 self.consumer.seek(tp, records[0].offset)
+            except IllegalStateError:
+                continue
 
     async def _maybe_tick(self) -> bool:
         interval_s = self.settings.settlement_close_interval_ms / 1000
@@ -372,51 +300,14 @@ class StageLoop(Generic[E]):
             return False
         self._last_tick = time.monotonic()
         async with self.batch_lock:
-            tick = await self._retrying("tick", lambda: self.stage.tick(self.pool, datetime.now(UTC)))
+            tick = await self.retry("tick", lambda: self.stage.tick(self.pool, datetime.now(UTC)))
             if tick is None:
                 return False
-            await self._retrying("produce tick", lambda: self._produce(tick.outputs))
-            await self._retrying("confirm tick", tick.on_delivered)
+            self.crash.tick_started()
+            self.crash.at("after_tick_commit")
+            await self.retry("produce tick", lambda: self._produce(tick.outputs))
+            self.crash.at("after_tick_produce")
+            await self.retry("confirm tick", tick.on_delivered)
             self.stats.ticks += 1
             self.stats.outputs += len(tick.outputs)
             return True
-
-    async def _retrying(self, what: str, attempt: Any) -> Any:
-        """Run `attempt()` until it succeeds, retrying transient failures with capped backoff."""
-        backoff_ms = self.settings.retry_backoff_ms_initial
-        deadline = time.monotonic() + self.settings.retry_duration_ms_max / 1000
-        while True:
-            try:
-                return await attempt()
-            except FencedError:
-                raise
-            except Exception as error:
-                if not is_retriable(error):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise RetriesExhaustedError(
-                        f"{what} kept failing for {self.settings.retry_duration_ms_max} ms: {error}"
-                    ) from error
-                self.stats.retries += 1
-                log.warning(
-                    "transient failure, retrying",
-                    stage=self.stage.name,
-                    action=what,
-                    error=f"{type(error).__name__}: {error}",
-                    backoff_ms=backoff_ms,
-                )
-                await asyncio.sleep(backoff_ms / 1000)
-                backoff_ms = min(backoff_ms * 2, self.settings.retry_backoff_ms_max)
-
-
-def _stats_fields(stats: LoopStats) -> dict[str, Any]:
-    return {
-        "batches": stats.batches,
-        "records": stats.records,
-        "dead_letters": stats.dead_letters,
-        "outputs": stats.outputs,
-        "fenced": stats.fenced,
-        "retries": stats.retries,
-        "commit_failures": stats.commit_failures,
-        "rebalances": stats.rebalances,
-    }

@@ -1,0 +1,270 @@
+"""Two transactions of one stage at once, interleaved step by step on the real PostgreSQL.
+
+Each test holds the first transaction open with its locks, lets the second
+run until PostgreSQL makes it wait (seen in pg_stat_activity), then commits
+the first. That is what a retry racing its own unacknowledged commit does
+(the connection dropped during COMMIT), and what two consumers deciding one
+payment id do when upstream sent it for two payers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from paystream.db.pool import connect
+from paystream.errors import ConcurrentChangeError
+from paystream.prepare import drop_database
+from paystream.settings import Settings
+from paystream.stage.contract import Output, StageResult
+from schemas.codec import encode
+from schemas.payments import FundsHeld, PaymentRequested, RiskAssessed
+from tests.support.pipeline import fresh_environment
+from tests.support.stages import accepted, payment, wait_until_blocked
+from workers.clearing import ClearingStage
+from workers.funds import FundsStage
+from workers.risk import RiskStage
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+async def environment() -> AsyncIterator[Settings]:
+    settings = await fresh_environment("race")
+    yield settings
+    await drop_database(settings)
+
+
+def _bytes(outputs: Sequence[Output]) -> list[tuple[str, str, bytes]]:
+    return [(o.topic, o.key, encode(o.event)) for o in outputs]
+
+
+async def _race(settings: Settings, stage: Any, first: Sequence[Any], second: Sequence[Any]) -> tuple[Any, Any]:
+    """Apply `first` in an open transaction, start `second` in another, commit the first, finish the second."""
+    one, two, observer = await connect(settings), await connect(settings), await connect(settings)
+    try:
+        tx_one = one.transaction()
+        await tx_one.start()
+        first_result = await stage.apply(one, first, T0)
+        tx_two = two.transaction()
+        await tx_two.start()
+        pid = two.get_server_pid()
+        second_task = asyncio.create_task(stage.apply(two, second, T0 + timedelta(seconds=5)))
+        await wait_until_blocked(observer, pid)
+        await tx_one.commit()
+        try:
+            second_result: Any = await second_task
+        except Exception as error:  # noqa: BLE001 - the test inspects what the second one raised
+            second_result = error
+            await tx_two.rollback()
+        else:
+            await tx_two.commit()
+        return first_result, second_result
+    finally:
+        for connection in (one, two, observer):
+            await connection.close()
+
+
+async def _apply(settings: Settings, stage: Any, records: Sequence[Any]) -> StageResult:
+    connection = await connect(settings)
+    try:
+        async with connection.transaction():
+            result: StageResult = await stage.apply(connection, records, T0)
+            return result
+    finally:
+        await connection.close()
+
+
+async def _held(settings: Settings, request: PaymentRequested) -> FundsHeld:
+    """Risk and funds applied and committed for `request`: its funds.held event."""
+    risk = await _apply(settings, RiskStage(settings), [accepted(request)])
+    assessed = risk.outputs[0].event
+    assert isinstance(assessed, RiskAssessed), risk
+    funds = await _apply(settings, FundsStage(), [accepted(assessed)])
+    held = funds.outputs[0].event
+    assert isinstance(held, FundsHeld), funds
+    return held
+
+
+async def test_one_payment_id_for_two_payers_ends_with_one_decision(environment: Settings) -> None:
+    stage = RiskStage(environment)
+    for_a = payment("race-two-payers", payer="payer-000000", created_at=T0)
+    for_b = payment("race-two-payers", payer="payer-000004", created_at=T0)
+
+    first, second = await _race(environment, stage, [accepted(for_a)], [accepted(for_b, partition=1)])
+
+    assert [type(o.event).__name__ for o in first.outputs] == ["RiskAssessed"]
+    assert second.outputs == []
+    assert [(r.field, r.rule) for r in second.refused] == [("payment_id", "idempotency_conflict")]
+    connection = await connect(environment)
+    try:
+        stored = await connection.fetch(
+            "SELECT payer_account FROM risk_decisions WHERE payment_id = 'race-two-payers'"
+            " UNION ALL SELECT payer_account FROM payments WHERE payment_id = 'race-two-payers'"
+        )
+    finally:
+        await connection.close()
+    assert [r["payer_account"] for r in stored] == ["payer-000000", "payer-000000"]
+
+
+async def test_a_risk_retry_racing_its_first_commit_returns_the_stored_decision(environment: Settings) -> None:
+    request = payment("race-risk-retry", created_at=T0)
+    first, second = await _race(environment, RiskStage(environment), [accepted(request)], [accepted(request)])
+    assert second.refused == []
+    assert _bytes(second.outputs) == _bytes(first.outputs)
+
+
+async def test_a_funds_retry_racing_its_first_commit_returns_the_same_hold(environment: Settings) -> None:
+    request = payment("race-funds-retry", created_at=T0)
+    risk = await _apply(environment, RiskStage(environment), [accepted(request)])
+    record = accepted(risk.outputs[0].event)
+
+    first, second = await _race(environment, FundsStage(), [record], [record])
+
+    assert not isinstance(second, BaseException), second
+    assert second.refused == []
+    assert [type(o.event).__name__ for o in first.outputs] == ["FundsHeld"]
+    assert _bytes(second.outputs) == _bytes(first.outputs)
+
+
+async def test_a_clearing_retry_racing_its_first_commit_returns_the_same_clearing(environment: Settings) -> None:
+    held = await _held(environment, payment("race-clearing-retry", created_at=T0))
+    record = accepted(held)
+
+    first, second = await _race(environment, ClearingStage(), [record], [record])
+
+    assert not isinstance(second, BaseException), second
+    assert second.refused == []
+    assert [type(o.event).__name__ for o in first.outputs] == ["PaymentCleared", "PaymentOutcome"]
+    assert _bytes(second.outputs) == _bytes(first.outputs)
+
+
+async def test_the_merchant_daily_limit_holds_under_two_risk_consumers(environment: Settings) -> None:
+    connection = await connect(environment)
+    try:
+        limit = await connection.fetchval(
+            "SELECT merchant_daily_amount_max_minor FROM risk_limits WHERE currency = 'EUR'"
+        )
+        await connection.execute(
+            "INSERT INTO merchants (merchant_id, name) VALUES ('merchant-race', 'Race') ON CONFLICT DO NOTHING"
+        )
+        await connection.execute(
+            """INSERT INTO merchant_fee_schedules (merchant_id, currency, fee_bps, fixed_minor, min_minor)
+               VALUES ('merchant-race', 'EUR', 100, 0, 0) ON CONFLICT DO NOTHING"""
+        )
+        # Pre-fill the day so that either payment fits alone but not both.
+        day_start = T0 - timedelta(hours=1)
+        await connection.execute(
+            """INSERT INTO risk_merchant_day_totals (merchant_id, currency, day, approved_minor)
+               VALUES ('merchant-race', 'EUR', $1, $2)""",
+            day_start.date(),
+            limit - 15_000,
+        )
+    finally:
+        await connection.close()
+    stage = RiskStage(environment)
+    one = payment("race-limit-1", payer="payer-000000", merchant="merchant-race", amount_minor=10_000, created_at=T0)
+    two = payment("race-limit-2", payer="payer-000004", merchant="merchant-race", amount_minor=10_000, created_at=T0)
+
+    first, second = await _race(environment, stage, [accepted(one)], [accepted(two, partition=1)])
+
+    assert [type(o.event).__name__ for o in first.outputs] == ["RiskAssessed"]
+    assert isinstance(second, ConcurrentChangeError), second
+    # The retry reads the new total and rejects the second payment.
+    retried = await _apply(environment, stage, [accepted(two, partition=1)])
+    assert [o.event.status for o in retried.outputs] == ["rejected"]  # type: ignore[attr-defined]
+    assert any("merchant" in r for r in retried.outputs[0].event.reasons)  # type: ignore[attr-defined]
+    connection = await connect(environment)
+    try:
+        total = await connection.fetchval(
+            "SELECT approved_minor FROM risk_merchant_day_totals WHERE merchant_id = 'merchant-race'"
+        )
+    finally:
+        await connection.close()
+    assert total == limit - 5_000
+
+
+async def test_events_that_disagree_with_what_was_stored_are_refused(environment: Settings) -> None:
+    request = payment("race-forged", created_at=T0)
+    held = await _held(environment, request)
+    forged_payment = PaymentRequested(**{**_fields(request), "amount_minor": request.amount_minor * 10})
+
+    forged_assessed = RiskAssessed(
+        event_id="race-forged:risk", decision="approved", reasons=[], assessed_at=T0, payment=forged_payment
+    )
+    funds = await _apply(environment, FundsStage(), [accepted(forged_assessed)])
+    assert funds.outputs == []
+    assert [(r.rule) for r in funds.refused] == ["idempotency_conflict"]
+
+    never_approved = RiskAssessed(
+        event_id="race-ghost:risk",
+        decision="approved",
+        reasons=[],
+        assessed_at=T0,
+        payment=payment("race-ghost", created_at=T0),
+    )
+    funds = await _apply(environment, FundsStage(), [accepted(never_approved)])
+    assert [(r.rule) for r in funds.refused] == ["not_approved"]
+
+    forged_held = FundsHeld(event_id=held.event_id, hold_id=held.hold_id, held_at=T0, payment=forged_payment)
+    clearing = await _apply(environment, ClearingStage(), [accepted(forged_held)])
+    assert clearing.outputs == []
+    assert [(r.rule) for r in clearing.refused] == ["idempotency_conflict"]
+
+    connection = await connect(environment)
+    try:
+        hold = await connection.fetchrow("SELECT status, amount_minor FROM holds WHERE payment_id = 'race-forged'")
+        ghost = await connection.fetchval("SELECT count(*) FROM holds WHERE payment_id = 'race-ghost'")
+    finally:
+        await connection.close()
+    assert (hold["status"], hold["amount_minor"]) == ("held", request.amount_minor)
+    assert ghost == 0
+
+    # The real event still clears, from the stored hold.
+    clearing = await _apply(environment, ClearingStage(), [accepted(held)])
+    assert [o.event.gross_minor for o in clearing.outputs[:1]] == [request.amount_minor]  # type: ignore[attr-defined]
+
+
+async def test_a_payment_whose_fee_schedule_vanished_ends_failed_and_its_hold_released(
+    environment: Settings,
+) -> None:
+    connection = await connect(environment)
+    try:
+        await connection.execute(
+            "INSERT INTO merchants (merchant_id, name) VALUES ('merchant-gone', 'Gone') ON CONFLICT DO NOTHING"
+        )
+        await connection.execute(
+            """INSERT INTO merchant_fee_schedules (merchant_id, currency, fee_bps, fixed_minor, min_minor)
+               VALUES ('merchant-gone', 'EUR', 100, 0, 0) ON CONFLICT DO NOTHING"""
+        )
+        held_before = await connection.fetchval("SELECT held_minor FROM accounts WHERE account_id = 'payer-000000'")
+        held = await _held(environment, payment("race-no-fees", merchant="merchant-gone", created_at=T0))
+        await connection.execute("DELETE FROM merchant_fee_schedules WHERE merchant_id = 'merchant-gone'")
+
+        first = await _apply(environment, ClearingStage(), [accepted(held)])
+        replayed = await _apply(environment, ClearingStage(), [accepted(held)])
+
+        hold = await connection.fetchval("SELECT status FROM holds WHERE payment_id = 'race-no-fees'")
+        row = await connection.fetchrow(
+            "SELECT status, failure_reasons FROM payments WHERE payment_id = 'race-no-fees'"
+        )
+        held_after = await connection.fetchval("SELECT held_minor FROM accounts WHERE account_id = 'payer-000000'")
+    finally:
+        await connection.close()
+    assert [(o.event.status, o.event.stage) for o in first.outputs] == [("failed", "clearing")]  # type: ignore[attr-defined]
+    assert first.refused == []
+    assert _bytes(replayed.outputs) == _bytes(first.outputs)
+    assert hold == "released"
+    assert row["status"] == "failed"
+    assert row["failure_reasons"][0].startswith("no_fee_schedule")
+    assert held_after == held_before
+
+
+def _fields(request: PaymentRequested) -> dict[str, Any]:
+    return {f: getattr(request, f) for f in request.__struct_fields__}
