@@ -3,15 +3,39 @@
 msgspec decodes and validates in one pass and writes the JSON; decoding never
 raises on bad input: it returns an `Invalid` naming the field, the rule broken
 and the detail.
+
+After msgspec, the decoder refuses what a later stage or PostgreSQL could not
+store (rules in docs/reference/events.md):
+
+- `duplicate_key`: an object that names a key twice, at any depth, however
+  the key is spelt (`"amo\\u0075nt_minor"`). JSON readers disagree on which
+  value wins, so a repeat could mean one amount here and another elsewhere;
+- `text`: a string anywhere (values, map keys, nested Structs) holding U+0000
+  (PostgreSQL text and jsonb cannot store it) or a lone surrogate (not
+  encodable as UTF-8, so asyncpg cannot send it);
+- `size`: a payment request whose re-encoding leaves too little room under
+  `record_bytes_max` for the events derived from it (`schemas/envelope.py`);
+- whatever the optional `admit` check refuses (the event-time window,
+  `schemas/event_time.py`).
+
+Every `Invalid` is storable text itself: NUL and lone surrogates in its field
+and detail (from a field *name* in the input, say) are written as `\\u0000`.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
 from typing import Any, Generic, TypeVar
 
 import msgspec
+
+from schemas.envelope import RESERVED_BYTES
 
 E = TypeVar("E", bound=msgspec.Struct)
 
@@ -21,39 +45,260 @@ _ENCODER = msgspec.json.Encoder()
 _AT_PATH = re.compile(r"^(?P<message>.*?)(?: - at (?P<key>`key` in )?`\$(?P<path>[^`]*)`)?\Z", re.DOTALL)
 # The name runs to the message's last backtick: a JSON key may be empty or hold backticks.
 _NAMED_FIELD = re.compile(r"field `(?P<name>.*)`\Z", re.DOTALL)
+# What PostgreSQL text cannot hold (NUL) and UTF-8 cannot encode (lone surrogates).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# A JSON escape of a surrogate (\uD800..\uDFFF): the only way one can reach msgspec.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def storable_text(text: str) -> str:
+    """`text` with NUL and lone surrogates written as `\\u0000`, `\\ud800`: PostgreSQL text can store the result.
+
+    Everything else is kept as it is, so ordinary text is returned unchanged.
+    """
+    if _UNSTORABLE.search(text) is None:
+        return text
+    return _UNSTORABLE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 @dataclass(frozen=True, slots=True)
 class Invalid:
-    """Why a record was refused: `field` is a JSON path like `amount_minor` or `payment.currency`."""
+    """Why a record was refused: `field` is a JSON path like `amount_minor` or `payment.currency`.
+
+    `field` and `detail` go through `storable_text`, so a refusal can always be
+    stored, whatever the input held.
+    """
 
     field: str
     rule: str
     detail: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "field", storable_text(self.field))
+        object.__setattr__(self, "detail", storable_text(self.detail))
 
     def __str__(self) -> str:
         return f"{self.field}: {self.rule} ({self.detail})"
 
 
 class Decoder(Generic[E]):
-    """A reusable strict decoder for one event type."""
+    """A reusable strict decoder for one event type.
 
-    def __init__(self, event_type: type[E], record_bytes_max: int = 64 * 1024) -> None:
+    `admit`, when given, is asked about every event that passed every other
+    rule, with the record's time (`decode`'s `record_time`, or now when the
+    caller has none); the `Invalid` it returns refuses the record.
+    """
+
+    def __init__(
+        self,
+        event_type: type[E],
+        record_bytes_max: int = 64 * 1024,
+        admit: Callable[[E, datetime], Invalid | None] | None = None,
+    ) -> None:
         self.event_type = event_type
         self.record_bytes_max = record_bytes_max
+        self.admit = admit
         self._decoder = msgspec.json.Decoder(event_type)
+        # Room kept for the events derived from this one (payment requests only).
+        self.reserved_bytes = RESERVED_BYTES.get(event_type, 0)
 
-    def decode(self, raw: bytes | None) -> E | Invalid:
+    def decode(self, raw: bytes | None, record_time: datetime | None = None) -> E | Invalid:
         if raw is None:
             return Invalid("$", "required", "the record has no value")
         if len(raw) > self.record_bytes_max:
             return Invalid("$", "size", f"{len(raw)} bytes exceeds the limit of {self.record_bytes_max}")
         try:
-            return self._decoder.decode(raw)
+            event = self._decoder.decode(raw)
         except msgspec.ValidationError as error:
             return _reason(str(error), "schema")
         except msgspec.DecodeError as error:
-            return Invalid("$", "json", str(error))
+            return _undecodable(raw, str(error))
+        # NUL and surrogates can only arrive as \u escapes: msgspec refuses a raw
+        # NUL byte and invalid UTF-8. Without a backslash there is nothing to look for.
+        if b"\\" in raw:
+            problem = find_unstorable_text(event)
+            if problem is not None:
+                return problem
+        canonical = _ENCODER.encode(event)
+        if not _plainly_unique_keys(raw, canonical):
+            problem = find_repeated_key(raw)
+            if problem is not None:
+                return problem
+        if self.reserved_bytes and len(canonical) + self.reserved_bytes > self.record_bytes_max:
+            return Invalid(
+                "$",
+                "size",
+                f"{len(canonical)} bytes as re-encoded, plus {self.reserved_bytes} bytes that the events derived"
+                f" from it may add (risk.assessed, funds.held), exceeds the limit of {self.record_bytes_max}",
+            )
+        if self.admit is not None:
+            refused = self.admit(event, datetime.now(UTC) if record_time is None else record_time)
+            if refused is not None:
+                return refused
+        return event
+
+
+def find_unstorable_text(value: object, path: str = "") -> Invalid | None:
+    """The first string in `value` (document order) that PostgreSQL or asyncpg cannot store, as `text`.
+
+    Walks msgspec Structs (by their JSON field names), dicts (keys, then
+    values: a bad key is blamed on the map, a bad value on `map.key`), lists
+    and tuples (`list[3]`). Other values (numbers, timestamps, None) hold no text.
+    """
+    stack: list[tuple[object, str]] = [(value, path)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item) is not None:
+                return _text_invalid(at, item, "")
+        elif isinstance(item, msgspec.Struct):
+            fields = _struct_fields(type(item))
+            stack.extend((getattr(item, name), _join(at, wire)) for name, wire in reversed(fields))
+        elif isinstance(item, dict):
+            children: list[tuple[object, str]] = []
+            for key, child in item.items():
+                if isinstance(key, str) and _UNSTORABLE.search(key) is not None:
+                    return _text_invalid(at, key, "a key ")
+                children.append((child, _join(at, key) if isinstance(key, str) else f"{at or '$'}[...]"))
+            stack.extend(reversed(children))
+        elif isinstance(item, list | tuple):
+            stack.extend((child, f"{at or '$'}[{index}]") for index, child in reversed(list(enumerate(item))))
+    return None
+
+
+@cache
+def _struct_fields(struct: type[msgspec.Struct]) -> tuple[tuple[str, str], ...]:
+    """(attribute, JSON name) of each field, in encoding order."""
+    return tuple(zip(struct.__struct_fields__, struct.__struct_encode_fields__, strict=True))
+
+
+def _text_invalid(path: str, text: str, what: str) -> Invalid:
+    found = _UNSTORABLE.search(text)
+    assert found is not None
+    char = found.group()
+    reason = (
+        "NUL, which PostgreSQL text cannot store"
+        if char == "\x00"
+        else "a lone surrogate, which is not encodable as UTF-8"
+    )
+    return Invalid(
+        path or "$",
+        "text",
+        f"{what}{text[:80]!r} holds U+{ord(char):04X} at character {found.start()}: {reason}",
+    )
+
+
+def _undecodable(raw: bytes, message: str) -> Invalid:
+    """A document msgspec could not read: `json`, unless what stopped it was a lone surrogate.
+
+    msgspec refuses a surrogate escape without its pair as malformed JSON
+    ("Input data was truncated" at the end of a string), naming no field.
+    Python's json reads it: when it reads the whole document, the text that
+    holds the surrogate is named, as `text`.
+    """
+    if _SURROGATE_ESCAPE.search(raw) is not None:
+        try:
+            document = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError):
+            pass
+        else:
+            problem = find_unstorable_text(document)
+            if problem is not None:
+                return problem
+    return Invalid("$", "json", message)
+
+
+class _RepeatedKeyError(Exception):
+    """An object named a key twice; raised from inside json.loads to stop at once."""
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise _RepeatedKeyError
+    return found
+
+
+class _Repeats(dict[str, Any]):
+    """An object that named `key` `count` times (its first repeated key); `ended` orders objects by their end."""
+
+    key: str = ""
+    count: int = 0
+    ended: int = 0
+
+
+def _marking_hook() -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    ended = itertools.count()
+
+    def mark(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        found = dict(pairs)
+        order = next(ended)
+        if len(found) == len(pairs):
+            return found
+        names = [name for name, _value in pairs]
+        marked = _Repeats(found)
+        marked.key = next(name for index, name in enumerate(names) if name in names[:index])
+        marked.count = names.count(marked.key)
+        marked.ended = order
+        return marked
+
+    return mark
+
+
+def _plainly_unique_keys(raw: bytes, canonical: bytes) -> bool:
+    """Whether `raw` cannot repeat a key, shown without Python's parser (several times cheaper).
+
+    msgspec never writes a key twice. So a record that is exactly the event's
+    re-encoding (what every paystream producer sends) repeats none; nor does
+    one that, stripped of whitespace, is what msgspec writes for its plain
+    reading (objects as dicts, in the record's key order): a repeated key
+    would be written once there, and the two could not be equal. Anything
+    else (other escapes or number spellings) gets the full check.
+    """
+    if raw == canonical:
+        return True
+    try:
+        return _ENCODER.encode(msgspec.json.decode(raw)) == msgspec.json.format(raw, indent=-1)
+    except msgspec.MsgspecError:
+        return False
+
+
+def find_repeated_key(raw: bytes) -> Invalid | None:
+    """The first object in `raw` (a document msgspec read) to end that names a key twice, as `duplicate_key`.
+
+    The standard library's parser reads every key, escapes resolved, and hands
+    each object's pairs over as the object ends, before they are merged.
+    "First" is in the order objects end, as msgspec reports a missing field
+    when its object ends: an inner object before the one holding it. `field`
+    is the object's path plus the key (`amount_minor`, `payment.metadata.note`).
+    """
+    text = raw.decode("utf-8")
+    try:
+        json.loads(text, object_pairs_hook=_unique_pairs)
+    except _RepeatedKeyError:
+        pass
+    except (ValueError, RecursionError) as error:
+        # msgspec read it and Python's json cannot: not expected, and not let through unchecked.
+        return Invalid("$", "json", f"cannot check it for repeated keys: {error}")
+    else:
+        return None
+    repeats: list[tuple[_Repeats, str]] = []
+    stack: list[tuple[Any, str]] = [(json.loads(text, object_pairs_hook=_marking_hook()), "")]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, _Repeats):
+            repeats.append((item, at))
+        if isinstance(item, dict):
+            stack.extend((child, _join(at, key)) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, f"{at or '$'}[{index}]") for index, child in enumerate(item))
+    first, at = min(repeats, key=lambda repeat: repeat[0].ended)
+    return Invalid(
+        _join(at, first.key),
+        "duplicate_key",
+        f"the key {first.key!r} appears {first.count} times in {'`' + at + '`' if at else 'the record'};"
+        " JSON readers disagree on which value wins, so a repeated key is refused",
+    )
 
 
 def _reason(message: str, default_rule: str) -> Invalid:

@@ -273,15 +273,18 @@ def test_where_they_differ_is_what_the_docs_say() -> None:
     # The decoder is more lenient than RFC 3339 here; a schema-valid document is never hurt.
     assert both(document(_REQ, created_at="2026-03-01 09:30:00Z")) == (False, True)
     assert both(document(_REQ, created_at="2026-03-01T09:30:00+0530")) == (False, True)
-    # An unpaired surrogate escape: Python's json (and so the validator) takes it; msgspec refuses.
+    # An unpaired surrogate escape: Python's json (and so the validator) takes it; paystream refuses it.
     text = json.dumps(document(_REQ, metadata={"k": "x"})).replace('"x"', '"\\ud800"')
     assert check.is_valid(json.loads(text))
     refused = decoder.decode(text.encode())
-    assert isinstance(refused, Invalid) and refused.rule == "json"
-    # A repeated key: both see the last value (JSON parsers differ; don't send them).
-    text = json.dumps(document(_REQ))[:-1] + ', "amount_minor": 0}'
-    assert not check.is_valid(json.loads(text))
-    assert isinstance(decoder.decode(text.encode()), Invalid)
+    assert isinstance(refused, Invalid) and (refused.field, refused.rule) == ("metadata.k", "text")
+    # So is NUL, which no schema forbids and PostgreSQL text cannot store.
+    assert both(document(_REQ, metadata={"k": "a\x00b"})) == (True, False)
+    # A repeated key: the validator sees the value its parser kept (the last); paystream refuses it.
+    text = json.dumps(document(_REQ))[:-1] + ', "amount_minor": 99}'
+    assert check.is_valid(json.loads(text))
+    refused = decoder.decode(text.encode())
+    assert isinstance(refused, Invalid) and (refused.field, refused.rule) == ("amount_minor", "duplicate_key")
 
 
 def test_the_json_pattern_is_ecma_anchored() -> None:
@@ -293,7 +296,7 @@ def test_the_json_pattern_is_ecma_anchored() -> None:
 
 RULES = {
     "size", "json", "required", "unknown_field", "type", "enum", "range", "length", "pattern",
-    "timezone", "format", "schema", "idempotency_conflict", "hold_not_open",
+    "timezone", "format", "schema", "text", "duplicate_key", "window", "idempotency_conflict", "hold_not_open",
 }  # fmt: skip
 
 
