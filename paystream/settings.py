@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,27 +112,111 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> Settings:
-        _check_positive(self, "batch_records_max", 1, 100_000)
-        _check_positive(self, "batch_wait_ms", 0, 60_000)
-        _check_positive(self, "produce_timeout_ms", 1, 600_000)
-        _check_positive(self, "retry_backoff_ms_initial", 1, 60_000)
-        _check_positive(self, "retry_backoff_ms_max", 1, 600_000)
-        _check_positive(self, "db_pool_size_max", 1, 64)
-        _check_positive(self, "kafka_session_timeout_ms", 6_000, 300_000)
-        _check_positive(self, "settlement_cycle_s", 1, 31 * 86_400)
-        _check_positive(self, "settlement_grace_s", 0, 86_400)
-        _check_positive(self, "crash_after_batches", 1, 1_000_000)
-        if self.crash_point is not None and self.crash_point not in CRASH_POINTS:
-            raise SettingsError(f"PAYSTREAM_CRASH_POINT={self.crash_point!r} is not one of {', '.join(CRASH_POINTS)}")
-        if self.log_format not in ("console", "json"):
-            raise SettingsError(f"PAYSTREAM_LOG_FORMAT={self.log_format!r} must be console or json")
+        """Refuse any value out of its bounds, naming the variable; every field has a check."""
+        for name, (low, high) in INT_BOUNDS.items():
+            _check_range(self, name, low, high)
+        if self.retry_backoff_ms_initial > self.retry_backoff_ms_max:
+            raise SettingsError(
+                f"PAYSTREAM_RETRY_BACKOFF_MS_INITIAL={self.retry_backoff_ms_initial} is above"
+                f" PAYSTREAM_RETRY_BACKOFF_MS_MAX={self.retry_backoff_ms_max}"
+            )
+        _check_pattern(self, "kafka_bootstrap", _BOOTSTRAP, "host:port, or several separated by commas")
+        for address in self.kafka_bootstrap.split(","):
+            port = int(address.rsplit(":", 1)[1])
+            if not 1 <= port <= 65_535:
+                raise SettingsError(
+                    f"PAYSTREAM_KAFKA_BOOTSTRAP={self.kafka_bootstrap!r}: port {port} is outside 1..65535"
+                )
+        _check_pattern(self, "database_url", _DATABASE_URL, "a postgresql:// or postgres:// URL")
+        _check_pattern(
+            self, "namespace", _NAMESPACE, f"at most {NAMESPACE_CHARS_MAX} of the characters a-z A-Z 0-9 . _ -"
+        )
+        _check_pattern(self, "kafka_version", _KAFKA_VERSION, "a Kafka 4 release such as 4.1.1 (the stack runs 4.x)")
+        for name in ("stack_dir", "cache_dir"):
+            path: Path = getattr(self, name)
+            if not path.is_absolute():
+                raise SettingsError(f"PAYSTREAM_{name.upper()}={str(path)!r} must be an absolute path")
+        _check_choice(self, "crash_point", CRASH_POINTS, optional=True)
+        _check_choice(self, "crash_stage", _stage_names(), optional=True)
+        _check_choice(self, "log_level", LOG_LEVELS, fold_case=True)
+        _check_choice(self, "log_format", LOG_FORMATS)
         return self
 
 
-def _check_positive(settings: Settings, name: str, low: int, high: int) -> None:
+# The bounds of every whole-number setting, low..high inclusive. docs/operations.md
+# lists each (tests/unit/test_settings.py checks the table against these).
+INT_BOUNDS: dict[str, tuple[int, int]] = {
+    # Read only by `paystream stack up`, for the local broker's JVM.
+    "kafka_heap_mb": (256, 32_768),
+    "batch_records_max": (1, 100_000),
+    "batch_wait_ms": (0, 60_000),
+    "produce_timeout_ms": (1, 600_000),
+    "retry_backoff_ms_initial": (1, 60_000),
+    "retry_backoff_ms_max": (1, 600_000),
+    # A worker retrying holds its partitions without progress (its consumer's
+    # max.poll.interval.ms is this plus a minute): an hour at most.
+    "retry_duration_ms_max": (1_000, 3_600_000),
+    # The broker's group.min.session.timeout.ms (6 s) is the floor.
+    "kafka_session_timeout_ms": (6_000, 300_000),
+    "db_pool_size_max": (1, 64),
+    # Above the bytes a payment request's decoder keeps free for the events derived
+    # from it (schemas/envelope.py, about 20 KiB), and below the topics'
+    # max.message.bytes and the producer's max.request.size (1 MiB).
+    "record_bytes_max": (32_768, 1_000_000),
+    "shutdown_grace_ms": (100, 600_000),
+    # No further back than the risk stage's long velocity window (one day):
+    # an older payment would escape its limits.
+    "event_time_past_s_max": (1, 86_400),
+    "event_time_future_s_max": (0, 3_600),
+    "hold_open_s_max": (60, 7 * 86_400),
+    "settlement_cycle_s": (1, 31 * 86_400),
+    "settlement_grace_s": (0, 86_400),
+    "settlement_close_interval_ms": (10, 600_000),
+    "crash_after_batches": (1, 1_000_000),
+}
+# Kafka allows topic names of up to 249 characters; the declared names take at
+# most 21 (tests/unit/test_settings.py checks the sum stays below).
+NAMESPACE_CHARS_MAX = 100
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("console", "json")
+
+_HOST_PORT = r"(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}"
+_BOOTSTRAP = re.compile(rf"{_HOST_PORT}(?:,{_HOST_PORT})*")
+_DATABASE_URL = re.compile(r"(?:postgresql|postgres)://[^\s/?#]*(?:/[^\s?#]*)?(?:\?\S*)?")
+_NAMESPACE = re.compile(rf"[A-Za-z0-9._-]{{0,{NAMESPACE_CHARS_MAX}}}")
+_KAFKA_VERSION = re.compile(r"4\.[0-9]+\.[0-9]+")
+_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+def _check_range(settings: Settings, name: str, low: int, high: int) -> None:
     value = getattr(settings, name)
     if not low <= value <= high:
         raise SettingsError(f"PAYSTREAM_{name.upper()}={value} is outside {low}..{high}")
+
+
+def _check_pattern(settings: Settings, name: str, pattern: re.Pattern[str], wanted: str) -> None:
+    value = getattr(settings, name)
+    if not pattern.fullmatch(value):
+        # A URL's password stays out of the message (and so out of terminals and logs).
+        shown = _PASSWORD.sub(r"\1***@", value)
+        raise SettingsError(f"PAYSTREAM_{name.upper()}={shown!r} must be {wanted}")
+
+
+def _check_choice(
+    settings: Settings, name: str, choices: tuple[str, ...], optional: bool = False, fold_case: bool = False
+) -> None:
+    value = getattr(settings, name)
+    if value is None and optional:
+        return
+    if (value.lower() if fold_case else value) not in choices:
+        raise SettingsError(f"PAYSTREAM_{name.upper()}={value!r} is not one of {', '.join(choices)}")
+
+
+def _stage_names() -> tuple[str, ...]:
+    # Imported here: workers imports this module.
+    from workers import STAGE_NAMES
+
+    return tuple(STAGE_NAMES)
 
 
 def _convert(name: str, raw: str, hint: Any) -> Any:
@@ -165,4 +250,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     return Settings(**values).validate()
 
 
-__all__ = ["CRASH_POINTS", "TICK_CRASH_POINTS", "REPO_ROOT", "Settings", "load_settings"]
+__all__ = [
+    "CRASH_POINTS",
+    "INT_BOUNDS",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "NAMESPACE_CHARS_MAX",
+    "REPO_ROOT",
+    "TICK_CRASH_POINTS",
+    "Settings",
+    "load_settings",
+]
