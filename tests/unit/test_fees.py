@@ -8,7 +8,6 @@ arithmetic (`fractions.Fraction`) that the code is compared with.
 from __future__ import annotations
 
 import inspect
-import math
 from fractions import Fraction
 
 import pytest
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 from schemas.codec import Decoder, Invalid
 from schemas.money import AMOUNT_MINOR_MAX, MINOR_UNIT_DIGITS
 from schemas.payments import PaymentRequested
+from tests.support.money import independent_fee
 from workers.fees import FeeSchedule, fee_for, round_half_up_div, split
 
 # Derandomized: the same examples on every run and every machine; bounded so the unit suite stays fast.
@@ -35,19 +35,6 @@ SCHEDULES = st.builds(
     fixed_minor=st.integers(min_value=0, max_value=10_000),
     min_minor=st.integers(min_value=0, max_value=10_000),
 )
-
-
-def independent_fee(gross: int, schedule: FeeSchedule) -> int:
-    """The documented rule in exact rationals: clamp(half_up(gross * bps / 10000) + fixed, min, gross)."""
-    exact = Fraction(gross) * Fraction(schedule.fee_bps, 10_000)
-    whole = math.floor(exact)
-    proportional = whole + 1 if exact - whole >= Fraction(1, 2) else whole
-    fee = proportional + schedule.fixed_minor
-    if fee < schedule.min_minor:
-        fee = schedule.min_minor
-    if fee > gross:
-        fee = gross
-    return fee
 
 
 @pytest.mark.parametrize(
