@@ -24,26 +24,20 @@ Emits nothing per input batch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 
 from paystream.errors import ConcurrentChangeError
-from paystream.ledger import journal, merchant_pending_account, payout_clearing_account, post_journals
 from paystream.settings import Settings
 from paystream.stage.contract import Accepted, Output, Refused, StageResult, Tick
-from schemas.payments import PaymentCleared, PaymentOutcome, clearing_event_id, outcome_event_id
-from schemas.settlement import SettlementBatchClosed, batch_closed_event_id
-from topology.topics import PAYMENTS_CLEARED, PAYMENTS_OUTCOMES, SETTLEMENTS_CLOSED
+from schemas.payments import PaymentCleared, clearing_event_id
+from topology.topics import PAYMENTS_CLEARED
 from workers.cycles import CycleClock
+from workers.settlement_close import advance_cursors, close_due_batches, next_chunk
 
-# Bounds on one tick's transactions: a daily cut-off that closes every
-# merchant's batch at once is spread over ticks instead of one giant transaction.
-CLOSE_BATCHES_MAX = 200
-CLOSE_ITEMS_MAX = 50_000
-PUBLISH_ITEMS_MAX = 5_000
+__all__ = ["SettlementStage", "close_due_batches"]
 
 
 class SettlementStage:
@@ -148,13 +142,13 @@ class SettlementStage:
     async def tick(self, pool: Any, now: datetime) -> Tick | None:
         async with pool.acquire() as connection:
             await close_due_batches(connection, now)
-            chunk = await _next_chunk(connection, now)
+            chunk = await next_chunk(connection, now)
         if chunk is None:
             return None
 
         async def mark_published() -> None:
             async with pool.acquire() as connection:
-                await _advance_cursors(connection, chunk)
+                await advance_cursors(connection, chunk)
 
         return Tick(chunk.outputs, mark_published)
 
@@ -222,189 +216,4 @@ async def _add_items(connection: Any, items: list[PaymentCleared], batch_ids: li
         [i.net_minor for i in items],
         [i.event_time for i in items],
         now,
-    )
-
-
-async def close_due_batches(connection: Any, now: datetime, items_max: int = CLOSE_ITEMS_MAX) -> list[str]:
-    """Close open batches whose cut-off passed, oldest first, up to `items_max` items: fix totals, post payouts.
-
-    The payments are marked settled later, chunk by chunk, as their outcomes
-    are published (`_next_chunk`): the close itself writes one row per batch.
-    """
-    async with connection.transaction():
-        candidates = await connection.fetch(
-            """SELECT b.batch_id, b.merchant_id, b.currency,
-                      (SELECT count(*) FROM settlement_items i WHERE i.batch_id = b.batch_id) AS n
-               FROM settlement_batches b
-               WHERE b.status = 'open' AND b.cutoff_at <= $1
-               ORDER BY b.cutoff_at, b.batch_id LIMIT $2 FOR UPDATE OF b SKIP LOCKED""",
-            now,
-            CLOSE_BATCHES_MAX,
-        )
-        due: list[Any] = []
-        items = 0
-        for row in candidates:
-            if due and items + row["n"] > items_max:
-                break
-            due.append(row)
-            items += row["n"]
-        if not due:
-            return []
-        batch_ids = [row["batch_id"] for row in due]
-        totals = await connection.fetch(
-            """SELECT batch_id, count(*)::int AS n, sum(gross_minor)::bigint AS gross,
-                      sum(fee_minor)::bigint AS fee, sum(net_minor)::bigint AS net
-               FROM settlement_items WHERE batch_id = ANY($1::text[]) GROUP BY batch_id""",
-            batch_ids,
-        )
-        by_batch = {row["batch_id"]: row for row in totals}
-        journals = []
-        for row in due:
-            net = by_batch[row["batch_id"]]["net"] if row["batch_id"] in by_batch else 0
-            if net > 0:
-                currency = row["currency"].strip()
-                journals.append(
-                    journal(
-                        f"pay:{row['batch_id']}",
-                        "payout",
-                        currency,
-                        [
-                            (merchant_pending_account(row["merchant_id"], currency), -net),
-                            (payout_clearing_account(currency), net),
-                        ],
-                        batch_id=row["batch_id"],
-                    )
-                )
-        if journals:
-            await connection.execute(
-                """INSERT INTO accounts (account_id, kind, owner_id, currency)
-                   SELECT DISTINCT 'platform:payouts:' || c, 'payout_clearing', 'platform', c
-                   FROM unnest($1::text[]) AS c ON CONFLICT (account_id) DO NOTHING""",
-                sorted({j.currency for j in journals}),
-            )
-        await post_journals(connection, journals, now)
-        journal_by_batch = {j.batch_id: j.journal_id for j in journals}
-        await connection.execute(
-            """
-            UPDATE settlement_batches AS b SET status = 'closed', item_count = v.n, gross_minor = v.gross,
-                   fee_minor = v.fee, net_minor = v.net, payout_journal_id = v.journal, closed_at = $7
-            FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[])
-                 AS v(id, n, gross, fee, net, journal)
-            WHERE b.batch_id = v.id
-            """,
-            batch_ids,
-            [by_batch[b]["n"] if b in by_batch else 0 for b in batch_ids],
-            [by_batch[b]["gross"] if b in by_batch else 0 for b in batch_ids],
-            [by_batch[b]["fee"] if b in by_batch else 0 for b in batch_ids],
-            [by_batch[b]["net"] if b in by_batch else 0 for b in batch_ids],
-            [journal_by_batch.get(b) for b in batch_ids],
-            now,
-        )
-        return batch_ids
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """One tick's share of the outbox: events to produce, then each batch's new cursor."""
-
-    outputs: list[Output]
-    # batch_id -> (last payment id in this chunk or the old cursor, whether the batch is now complete)
-    cursors: dict[str, tuple[str | None, bool]]
-
-
-async def _next_chunk(connection: Any, now: datetime, items_max: int = PUBLISH_ITEMS_MAX) -> Chunk | None:
-    """Mark the next up to `items_max` payments of closed, unpublished batches settled; return their events."""
-    async with connection.transaction():
-        batches = await connection.fetch(
-            """SELECT * FROM settlement_batches WHERE status = 'closed' AND published_at IS NULL
-               ORDER BY closed_at, batch_id LIMIT $1""",
-            CLOSE_BATCHES_MAX,
-        )
-        if not batches:
-            return None
-        outputs: list[Output] = []
-        cursors: dict[str, tuple[str | None, bool]] = {}
-        room = items_max
-        for batch in batches:
-            if room <= 0:
-                break
-            rows = await connection.fetch(
-                """WITH chunk AS (
-                       SELECT payment_id FROM settlement_items
-                       WHERE batch_id = $1 AND payment_id > coalesce($2, '')
-                       ORDER BY payment_id LIMIT $3)
-                   UPDATE payments AS p SET status = 'settled', settled_at = coalesce(p.settled_at, $4),
-                          batch_id = $1, updated_at = $4
-                   FROM chunk c WHERE p.payment_id = c.payment_id
-                   RETURNING p.payment_id, p.payer_account, p.merchant_id, p.amount_minor, p.currency,
-                             p.created_at, p.settled_at""",
-                batch["batch_id"],
-                batch["outcomes_through"],
-                room + 1,
-                now,
-            )
-            rows = sorted(rows, key=lambda r: r["payment_id"])
-            complete = len(rows) <= room
-            rows = rows[:room]
-            room -= len(rows)
-            if batch["outcomes_through"] is None:
-                outputs.append(_batch_closed(batch))
-            outputs.extend(_settled(row, batch["batch_id"]) for row in rows)
-            last = rows[-1]["payment_id"] if rows else batch["outcomes_through"]
-            cursors[batch["batch_id"]] = (last, complete)
-        return Chunk(outputs, cursors)
-
-
-async def _advance_cursors(connection: Any, chunk: Chunk) -> None:
-    batch_ids = sorted(chunk.cursors)
-    await connection.execute(
-        """UPDATE settlement_batches AS b SET outcomes_through = v.through,
-                  published_at = CASE WHEN v.complete THEN now() END
-           FROM unnest($1::text[], $2::text[], $3::bool[]) AS v(id, through, complete)
-           WHERE b.batch_id = v.id AND b.published_at IS NULL""",
-        batch_ids,
-        [chunk.cursors[b][0] for b in batch_ids],
-        [chunk.cursors[b][1] for b in batch_ids],
-    )
-
-
-def _batch_closed(b: Any) -> Output:
-    return Output(
-        SETTLEMENTS_CLOSED,
-        b["merchant_id"],
-        SettlementBatchClosed(
-            event_id=batch_closed_event_id(b["batch_id"]),
-            batch_id=b["batch_id"],
-            merchant_id=b["merchant_id"],
-            currency=b["currency"].strip(),
-            cycle_start=b["cycle_start"],
-            cycle_end=b["cycle_end"],
-            item_count=b["item_count"],
-            gross_minor=b["gross_minor"],
-            fee_minor=b["fee_minor"],
-            net_minor=b["net_minor"],
-            payout_journal_id=b["payout_journal_id"],
-            closed_at=b["closed_at"],
-        ),
-    )
-
-
-def _settled(item: Any, batch_id: str) -> Output:
-    return Output(
-        PAYMENTS_OUTCOMES,
-        item["payment_id"],
-        PaymentOutcome(
-            event_id=outcome_event_id(item["payment_id"], "settled"),
-            payment_id=item["payment_id"],
-            status="settled",
-            stage="settlement",
-            reasons=[],
-            payer_account=item["payer_account"],
-            merchant_id=item["merchant_id"],
-            amount_minor=item["amount_minor"],
-            currency=item["currency"].strip(),
-            created_at=item["created_at"],
-            occurred_at=item["settled_at"],
-            batch_id=batch_id,
-        ),
     )

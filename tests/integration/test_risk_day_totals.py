@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from msgspec import structs
@@ -48,7 +48,9 @@ async def test_the_daily_limit_counts_approvals_of_earlier_batches_per_utc_day(e
     wave_one = [structs.replace(p, amount_minor=3_000) for p in (first, second, third)]
     over = structs.replace(fourth, amount_minor=3_000)
     # Same merchant, previous UTC day: a day of its own, so it is approved whatever today holds.
-    yesterday = structs.replace(fifth, amount_minor=3_000, created_at=first.created_at - timedelta(days=1))
+    # One minute before today's UTC midnight is always inside the 24-hour event-time window.
+    midnight = first.created_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    yesterday = structs.replace(fifth, amount_minor=3_000, created_at=midnight - timedelta(minutes=1))
     still_fits = structs.replace(sixth, amount_minor=500)
 
     # Three waves, so that each is its own batch: within one batch, payments of
