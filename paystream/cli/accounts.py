@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from paystream.cli.args import ROWS, SEED, bounded_int
 from paystream.db.pool import connect
 from paystream.demo_data import build_world
 from paystream.seed import seed_world
@@ -18,9 +19,10 @@ def register(sub: Any) -> None:
     parser = sub.add_parser("accounts", help="accounts: seed the demo world, show, list")
     actions = parser.add_subparsers(dest="accounts_command", metavar="ACTION", required=True)
     seed = actions.add_parser("seed", help="write demo payers, merchants, fee schedules and risk rules (idempotent)")
-    seed.add_argument("--payers", type=int, default=2_000)
-    seed.add_argument("--merchants", type=int, default=20)
-    seed.add_argument("--seed", type=int, default=7)
+    # Account ids carry six and three digits: payer-000000, merchant-000.
+    seed.add_argument("--payers", type=bounded_int(10, 1_000_000), default=2_000)
+    seed.add_argument("--merchants", type=bounded_int(2, 1_000), default=20)
+    seed.add_argument("--seed", type=SEED, default=7)
     seed.set_defaults(func=run_seed)
     show = actions.add_parser("show", help="one account: balance, held, available, recent entries")
     show.add_argument("account_id")
@@ -29,14 +31,11 @@ def register(sub: Any) -> None:
     listing.add_argument(
         "--kind", choices=("customer", "merchant_pending", "fee_revenue", "payout_clearing", "funding")
     )
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=ROWS, default=50)
     listing.set_defaults(func=run_list)
 
 
 async def run_seed(args: argparse.Namespace, settings: Settings) -> int:
-    if args.payers < 10 or args.merchants < 2:
-        print("paystream: --payers must be >= 10 and --merchants >= 2")
-        return 2
     connection = await connect(settings)
     try:
         counts = await seed_world(connection, build_world(args.payers, args.merchants, args.seed))

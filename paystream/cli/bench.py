@@ -11,6 +11,7 @@ from typing import Any
 
 from paystream.bench.report import machine_description, markdown, summarise, write_into_doc
 from paystream.bench.run import BenchOptions, run_bench
+from paystream.cli.args import bounded_float, bounded_int
 from paystream.logging import quiet_client_logs
 from paystream.settings import Settings
 from paystream.stack.services import status
@@ -21,35 +22,33 @@ PERFORMANCE_DOC = Path("docs/performance.md")
 def register(sub: Any) -> None:
     parser = sub.add_parser("bench", help="throughput vs a naive baseline and a pass-through ceiling; latency")
     defaults = BenchOptions()
-    parser.add_argument("--payments", type=int, default=defaults.payments, help="backlog per throughput run")
-    parser.add_argument("--naive-payments", type=int, default=defaults.naive_payments, help="backlog, naive runs")
     parser.add_argument(
-        "--ceiling-payments", type=int, default=defaults.ceiling_payments, help="backlog, pass-through runs"
+        "--payments", type=bounded_int(1_000, 1_000_000), default=defaults.payments, help="backlog per throughput run"
     )
-    parser.add_argument("--repeat", type=int, default=defaults.repeat, help="repetitions (medians are reported)")
-    parser.add_argument("--rate", type=float, default=defaults.rate_per_s, help="offered payments/s, latency runs")
-    parser.add_argument("--latency-duration", type=float, default=defaults.latency_duration_s, help="seconds")
+    parser.add_argument(
+        "--naive-payments", type=bounded_int(100, 100_000), default=defaults.naive_payments, help="backlog, naive runs"
+    )
+    parser.add_argument(
+        "--ceiling-payments",
+        type=bounded_int(1_000, 5_000_000),
+        default=defaults.ceiling_payments,
+        help="backlog, pass-through runs",
+    )
+    parser.add_argument(
+        "--repeat", type=bounded_int(1, 20), default=defaults.repeat, help="repetitions (medians are reported)"
+    )
+    parser.add_argument(
+        "--rate", type=bounded_float(1, 100_000), default=defaults.rate_per_s, help="offered payments/s, latency runs"
+    )
+    parser.add_argument(
+        "--latency-duration", type=bounded_float(1, 3_600), default=defaults.latency_duration_s, help="seconds"
+    )
     parser.add_argument("--json", type=Path, default=Path("reports/bench-latest.json"), help="every run's figures")
     parser.add_argument("--write-doc", action="store_true", help=f"update the tables in {PERFORMANCE_DOC}")
     parser.set_defaults(func=run)
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    problems = [
-        f"--{name} must be between {low:,} and {high:,}"
-        for name, value, low, high in (
-            ("payments", args.payments, 1_000, 1_000_000),
-            ("naive-payments", args.naive_payments, 100, 100_000),
-            ("ceiling-payments", args.ceiling_payments, 1_000, 5_000_000),
-            ("repeat", args.repeat, 1, 20),
-            ("rate", args.rate, 1, 100_000),
-            ("latency-duration", args.latency_duration, 1, 3_600),
-        )
-        if not low <= value <= high
-    ]
-    if problems:
-        print("paystream: " + "; ".join(problems))
-        return 2
     options = BenchOptions(
         payments=args.payments,
         naive_payments=args.naive_payments,

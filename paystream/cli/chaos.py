@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from paystream.chaos.run import ChaosOptions, render_report, report_dict, run_chaos
+from paystream.cli.args import SEED, bounded_float, positive_int
 from paystream.logging import quiet_client_logs
 from paystream.settings import Settings
 from workers import STAGE_NAMES
@@ -15,10 +16,22 @@ from workers import STAGE_NAMES
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("chaos", help="fault-injection run with a seeded schedule and a full check")
-    parser.add_argument("--payments", type=int, default=20_000, help="payments to publish (default 20000)")
-    parser.add_argument("--duration", type=float, default=120.0, help="seconds of faults (default 120)")
-    parser.add_argument("--seed", type=int, default=None, help="replay the schedule of an earlier run")
-    parser.add_argument("--kill-interval", type=float, default=4.0, help="mean seconds between SIGKILLs")
+    parser.add_argument(
+        "--payments", type=positive_int(1_000_000), default=20_000, help="payments to publish (default 20000)"
+    )
+    parser.add_argument(
+        "--duration",
+        type=bounded_float(0, 86_400, above_low=True),
+        default=120.0,
+        help="seconds of faults (default 120)",
+    )
+    parser.add_argument("--seed", type=SEED, default=None, help="replay the schedule of an earlier run")
+    parser.add_argument(
+        "--kill-interval",
+        type=bounded_float(0, 3_600, above_low=True),
+        default=4.0,
+        help="mean seconds between SIGKILLs",
+    )
     parser.add_argument("--no-service-restarts", action="store_true", help="do not restart Kafka/PostgreSQL")
     parser.add_argument("--scale-stage", choices=STAGE_NAMES, default=None, help="stage scaled 1 -> 3 -> 1")
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")

@@ -5,26 +5,33 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from paystream.cli.args import SEED, bounded_int, positive_int
 from paystream.db.pool import connect
 from paystream.demo import DemoOptions, print_summary, run_demo
+from paystream.errors import PaystreamError
 from paystream.prepare import prepare_environment
 from paystream.reconcile import reconcile
 from paystream.settings import Settings
 
+PAYMENTS_MAX = 1_000_000
+
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("demo", help="run the whole pipeline on generated payments and reconcile")
-    parser.add_argument("--payments", type=int, default=10_000, help="payments to generate (default 10000)")
-    parser.add_argument("--duplicates", type=int, default=100, help="payments sent twice (default 100)")
-    parser.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
+    parser.add_argument(
+        "--payments", type=positive_int(PAYMENTS_MAX), default=10_000, help="payments to generate (default 10000)"
+    )
+    parser.add_argument(
+        "--duplicates", type=bounded_int(0, PAYMENTS_MAX), default=100, help="payments sent twice (default 100)"
+    )
+    parser.add_argument("--seed", type=SEED, default=1, help="generator seed (default 1)")
     parser.add_argument("--no-stack", action="store_true", help="use the configured services as they are")
     parser.set_defaults(func=run)
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.payments < 1 or args.duplicates < 0 or args.duplicates > args.payments:
-        print("paystream: --payments must be >= 1 and 0 <= --duplicates <= --payments")
-        return 2
+    if args.duplicates > args.payments:
+        raise PaystreamError(f"--duplicates {args.duplicates} is more than --payments {args.payments}")
     if not args.no_stack:
         from paystream.stack.services import ensure_stack
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from paystream.cli.args import IDLE_EXIT_MS
 from paystream.downstream import RESULT_TOPICS, follow
 from paystream.settings import Settings
 
@@ -23,7 +24,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON event per line")
     parser.add_argument("--from-beginning", action="store_true", help="start at the oldest retained event")
     parser.add_argument("--group", default=None, help="consumer group: resume where the last run stopped")
-    parser.add_argument("--idle-exit-ms", type=int, default=None, help="stop after this long without events")
+    parser.add_argument("--idle-exit-ms", type=IDLE_EXIT_MS, default=None, help="stop after this long without events")
     parser.set_defaults(func=run)
 
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
+from paystream.cli.args import ROWS, bounded_float
 from paystream.db.pool import connect
 from paystream.settings import Settings
 from paystream.tables import render_table, to_json
@@ -27,19 +28,19 @@ def register(sub: Any) -> None:
     listing = settlement_actions.add_parser("list", help="batches, newest first")
     listing.add_argument("--merchant")
     listing.add_argument("--status", choices=("open", "closed"))
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=ROWS, default=50)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=list_settlements)
     follow = settlement_actions.add_parser("follow", help="print batches as they close (Ctrl-C to stop)")
     follow.add_argument("--once", action="store_true", help="print the closed batches there are and exit")
-    follow.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    follow.add_argument("--interval", type=bounded_float(0.1, 3_600), default=1.0, help="seconds between polls")
     follow.set_defaults(func=follow_settlements)
 
     dead = sub.add_parser("dead-letters", help="records the stages refused")
     dead_actions = dead.add_subparsers(dest="dead_command", metavar="ACTION", required=True)
     dead_list = dead_actions.add_parser("list", help="newest first, with field, rule and origin")
     dead_list.add_argument("--stage")
-    dead_list.add_argument("--limit", type=int, default=50)
+    dead_list.add_argument("--limit", type=ROWS, default=50)
     dead_list.set_defaults(func=list_dead_letters)
 
 

@@ -6,17 +6,32 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from paystream.cli.args import SEED, bounded_float
 from paystream.errors import PaystreamError
 from paystream.loadtest.recorded import plan_recorded_load
 from paystream.loadtest.report import write_reports
 from paystream.loadtest.run import LoadOptions, run_loadtest
 from paystream.settings import Settings
 
+RATE_MAX = 100_000
+DURATION_S_MAX = 86_400
+PAYMENTS_MAX = 5_000_000
+
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("loadtest", help="offered load through the whole pipeline; latency, throughput, lag")
-    parser.add_argument("--rate", type=float, required=True, help="payments per second offered (mean, with --from)")
-    parser.add_argument("--duration", type=float, default=None, help="seconds of offered load (not with --from)")
+    parser.add_argument(
+        "--rate",
+        type=bounded_float(0, RATE_MAX, above_low=True),
+        required=True,
+        help="payments per second offered (mean, with --from)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=bounded_float(0, DURATION_S_MAX, above_low=True),
+        default=None,
+        help="seconds of offered load (not with --from)",
+    )
     parser.add_argument(
         "--from",
         dest="recording",
@@ -25,7 +40,7 @@ def register(sub: Any) -> None:
         metavar="FILE",
         help="offer a `paystream replay record` file's payments (new ids), recorded gaps scaled to a mean of --rate",
     )
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=SEED, default=1)
     parser.add_argument("--out", type=Path, default=None, help="report folder (default reports/<run id>)")
     parser.add_argument("--keep-database", action="store_true", help="keep the run's database for inspection")
     parser.set_defaults(func=run)
@@ -36,9 +51,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         return await _run_recorded(args, settings)
     if args.duration is None:
         raise PaystreamError("--duration is required, unless --from FILE gives the payments")
-    if args.rate <= 0 or args.duration <= 0 or args.rate * args.duration > 5_000_000:
-        print("paystream: --rate and --duration must be positive, and rate x duration at most 5,000,000")
-        return 2
+    if args.rate * args.duration > PAYMENTS_MAX:
+        raise PaystreamError(
+            f"--rate x --duration is {args.rate * args.duration:,.0f} payments; at most {PAYMENTS_MAX:,}"
+        )
     options = LoadOptions(rate=args.rate, duration_s=args.duration, seed=args.seed, keep_database=args.keep_database)
     return await _run_and_report(args, options, settings)
 
@@ -46,8 +62,6 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
 async def _run_recorded(args: argparse.Namespace, settings: Settings) -> int:
     if args.duration is not None:
         raise PaystreamError("--duration does not apply with --from: the recording sets how many payments go out")
-    if args.rate <= 0:
-        raise PaystreamError("--rate must be positive")
     plan = plan_recorded_load(args.recording, args.rate)
     options = LoadOptions(rate=args.rate, duration_s=plan.duration_s, keep_database=args.keep_database, recording=plan)
     if plan.rate_per_s_max is None:

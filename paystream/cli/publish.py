@@ -19,6 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from paystream.cli.args import SEED, bounded_float, positive_int
 from paystream.demo_data import build_world
 from paystream.errors import PaystreamError
 from paystream.generator import PaymentGenerator
@@ -28,16 +29,22 @@ from schemas.codec import Decoder, Invalid
 from schemas.payments import PaymentRequested
 
 BAD_LINES_SHOWN_MAX = 50
+GENERATE_MAX = 10_000_000
+RATE_MAX = 1_000_000
 
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("publish", help="publish payments from a JSON-lines file or generated")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--file", type=Path, help="JSON lines, one payment.requested per line ('-' = stdin)")
-    source.add_argument("--generate", type=int, metavar="N", help="generate N payments from the demo world")
-    parser.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
+    source.add_argument(
+        "--generate", type=positive_int(GENERATE_MAX), metavar="N", help="generate N payments from the demo world"
+    )
+    parser.add_argument("--seed", type=SEED, default=1, help="generator seed (default 1)")
     parser.add_argument("--id-prefix", default=None, help="payment id prefix for generated payments")
-    parser.add_argument("--rate", type=float, default=0.0, help="payments per second; 0 = as fast as possible")
+    parser.add_argument(
+        "--rate", type=bounded_float(0, RATE_MAX), default=0.0, help="payments per second; 0 = as fast as possible"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run_publish)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from paystream.cli.args import ROWS
 from paystream.settings import Settings
 from paystream.stack import kafka, postgres
 from paystream.stack.process import log_tail
@@ -31,7 +32,7 @@ def register(sub: Any) -> None:
     )
     logs = actions.add_parser("logs", help="the tail of a service's log")
     logs.add_argument("service", choices=("kafka", "postgres"))
-    logs.add_argument("--lines", type=int, default=50)
+    logs.add_argument("--lines", type=ROWS, default=50)
     logs.set_defaults(func=show_logs)
     restart = actions.add_parser("restart", help="restart one service")
     restart.add_argument("service", choices=("kafka", "postgres"))

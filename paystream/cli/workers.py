@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from paystream.cli.args import IDLE_EXIT_MS
 from paystream.runner import run_stages
 from paystream.settings import Settings
 from workers import STAGE_NAMES
@@ -24,7 +25,7 @@ def register(sub: Any) -> None:
 def _add_burst(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--idle-exit-ms",
-        type=int,
+        type=IDLE_EXIT_MS,
         default=None,
         help="burst mode: return once no record arrived for this long",
     )
