@@ -40,6 +40,19 @@ from workers.settlement_close import advance_cursors, close_due_batches, next_ch
 __all__ = ["SettlementStage", "close_due_batches"]
 
 
+# The newest closed cycle of each (merchant, currency): one index probe per
+# pair, newest first, whatever the merchant's history of closed batches.
+# `currency` is char(3): a text parameter would compare as text and lose the index.
+NEWEST_CLOSED_SQL = """
+    SELECT k.merchant_id, k.currency, last.cycle_start AS last_closed
+    FROM unnest($1::text[], $2::bpchar[]) AS k(merchant_id, currency)
+    CROSS JOIN LATERAL (
+        SELECT b.cycle_start FROM settlement_batches b
+        WHERE b.merchant_id = k.merchant_id AND b.currency = k.currency AND b.status = 'closed'
+        ORDER BY b.cycle_start DESC LIMIT 1) last
+"""
+
+
 class SettlementStage:
     name = "settlement"
     input_topic = PAYMENTS_CLEARED
@@ -94,12 +107,7 @@ class SettlementStage:
         # the few open batches, not by the merchant's history of closed ones.
         pairs = sorted({(k[0], k[1]) for k in keys})
         closed_rows = await connection.fetch(
-            """SELECT k.merchant_id, k.currency, last.cycle_start AS last_closed
-               FROM unnest($1::text[], $2::text[]) AS k(merchant_id, currency)
-               CROSS JOIN LATERAL (
-                   SELECT b.cycle_start FROM settlement_batches b
-                   WHERE b.merchant_id = k.merchant_id AND b.currency = k.currency AND b.status = 'closed'
-                   ORDER BY b.cycle_start DESC LIMIT 1) last""",
+            NEWEST_CLOSED_SQL,
             [m for m, _ in pairs],
             [c for _, c in pairs],
         )

@@ -27,7 +27,7 @@ from tests.support.pipeline import fresh_environment
 from tests.support.stages import accepted, payment, wait_until_blocked
 from workers.clearing import ClearingStage
 from workers.funds import FundsStage
-from workers.risk import RiskStage
+from workers.risk import RiskStage, _load_context
 
 pytestmark = pytest.mark.integration
 
@@ -268,3 +268,21 @@ async def test_a_payment_whose_fee_schedule_vanished_ends_failed_and_its_hold_re
 
 def _fields(request: PaymentRequested) -> dict[str, Any]:
     return {f: getattr(request, f) for f in request.__struct_fields__}
+
+
+async def test_one_back_dated_payment_does_not_widen_other_payers_history_reads(environment: Settings) -> None:
+    connection = await connect(environment)
+    try:
+        # payer-000008 has an approval 30 hours before its payment: outside its own 24-hour window.
+        await connection.execute(
+            """INSERT INTO risk_decisions (payment_id, payer_account, merchant_id, amount_minor, currency,
+                                           created_at, decision, reasons, assessed_at, request)
+               VALUES ('history-old', 'payer-000008', 'merchant-000', 100, 'EUR', $1, 'approved', '{}', $1, '{}')""",
+            T0 - timedelta(hours=30),
+        )
+        back_dated = payment("history-a", payer="payer-000000", created_at=T0 - timedelta(hours=20))
+        current = payment("history-b", payer="payer-000008", created_at=T0)
+        context = await _load_context(connection, [back_dated, current])
+    finally:
+        await connection.close()
+    assert context.payer_history.get("payer-000008", []) == []
