@@ -15,3 +15,12 @@ CREATE INDEX holds_open_age_idx ON holds (created_at) WHERE status = 'held';
 -- work per tick, whatever the batch's size): the last payment id marked
 -- settled and published so far. `published_at` is set once all are.
 ALTER TABLE settlement_batches ADD COLUMN outcomes_through text;
+
+-- Every sum paystream takes in bigint must fit. A settlement batch holds at
+-- most one cycle (31 days at most, a validated setting) of one merchant's
+-- approvals in one currency, plus late items of at most one day before (the
+-- event-time window), plus the grace: under 33 merchant-days. The merchant
+-- daily limit bounds each day, so capping it at 2^57 keeps a batch's gross
+-- under 33 * 2^57 < 2^63: the close's sums can never overflow.
+ALTER TABLE risk_limits ADD CONSTRAINT merchant_daily_limit_fits_a_batch
+    CHECK (merchant_daily_amount_max_minor <= 144115188075855872);
