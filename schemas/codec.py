@@ -4,19 +4,26 @@ msgspec decodes and validates in one pass and writes the JSON; decoding never
 raises on bad input: it returns an `Invalid` naming the field, the rule broken
 and the detail.
 
-After msgspec, the decoder refuses what a later stage or PostgreSQL could not
-store (rules in docs/reference/events.md):
+After msgspec, in this order, the decoder refuses what a later stage or
+PostgreSQL could not store (rules in docs/reference/events.md):
 
+- `text`: a string anywhere (values, map keys, nested Structs, lists)
+  holding U+0000 (PostgreSQL text and jsonb cannot store it) or a lone
+  surrogate (not encodable as UTF-8, so asyncpg cannot send it);
 - `duplicate_key`: an object that names a key twice, at any depth, however
   the key is spelt (`"amo\\u0075nt_minor"`). JSON readers disagree on which
   value wins, so a repeat could mean one amount here and another elsewhere;
-- `text`: a string anywhere (values, map keys, nested Structs) holding U+0000
-  (PostgreSQL text and jsonb cannot store it) or a lone surrogate (not
-  encodable as UTF-8, so asyncpg cannot send it);
 - `size`: a payment request whose re-encoding leaves too little room under
   `record_bytes_max` for the events derived from it (`schemas/envelope.py`);
 - whatever the optional `admit` check refuses (the event-time window,
   `schemas/event_time.py`).
+
+Each event is re-encoded once (about 0.3 µs for a payment). That encoding
+tells whether the event needs walking for text (only when it holds \\u0000 or
+cannot be made), and whether the record needs Python's parser for repeated
+keys (not when it is that encoding, as every paystream producer writes, nor
+when it differs from msgspec's spelling only in whitespace and key order):
+see `_plainly_unique_keys`.
 
 Every `Invalid` is storable text itself: NUL and lone surrogates in its field
 and detail (from a field *name* in the input, say) are written as `\\u0000`.
@@ -113,13 +120,16 @@ class Decoder(Generic[E]):
             return _reason(str(error), "schema")
         except msgspec.DecodeError as error:
             return _undecodable(raw, str(error))
-        # NUL and surrogates can only arrive as \u escapes: msgspec refuses a raw
-        # NUL byte and invalid UTF-8. Without a backslash there is nothing to look for.
-        if b"\\" in raw:
-            problem = find_unstorable_text(event)
+        # The re-encoding shows whether a string is unstorable: msgspec writes NUL as
+        # \u0000 and cannot encode a lone surrogate at all. Only then is the event walked.
+        try:
+            canonical = _ENCODER.encode(event)
+        except UnicodeEncodeError as error:
+            return find_unstorable_text(event) or Invalid("$", "text", f"cannot be written as UTF-8: {error}")
+        if b"\\u0000" in canonical:
+            problem = find_unstorable_text(event)  # None when the text was a backslash and "u0000"
             if problem is not None:
                 return problem
-        canonical = _ENCODER.encode(event)
         if not _plainly_unique_keys(raw, canonical):
             problem = find_repeated_key(raw)
             if problem is not None:
@@ -145,6 +155,9 @@ def find_unstorable_text(value: object, path: str = "") -> Invalid | None:
     values: a bad key is blamed on the map, a bad value on `map.key`), lists
     and tuples (`list[3]`). Other values (numbers, timestamps, None) hold no text.
     """
+    if not _holds_unstorable_text(value):
+        return None
+    # Found: walk again, this time building each path (a normal record never gets here).
     stack: list[tuple[object, str]] = [(value, path)]
     while stack:
         item, at = stack.pop()
@@ -164,6 +177,30 @@ def find_unstorable_text(value: object, path: str = "") -> Invalid | None:
         elif isinstance(item, list | tuple):
             stack.extend((child, f"{at or '$'}[{index}]") for index, child in reversed(list(enumerate(item))))
     return None
+
+
+def _holds_unstorable_text(value: object) -> bool:
+    """Whether any string in `value` holds NUL or a lone surrogate: the walk without paths (about 1.5 µs a payment)."""
+    stack: list[object] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _unstorable(item):
+                return True
+        elif isinstance(item, msgspec.Struct):
+            stack.extend(msgspec.structs.astuple(item))
+        elif isinstance(item, dict):
+            if any(isinstance(key, str) and _unstorable(key) for key in item):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
+
+
+def _unstorable(text: str) -> bool:
+    # An ASCII string holds no surrogate; `in` and isascii() cost far less than a regex search.
+    return "\x00" in text or (not text.isascii() and _UNSTORABLE.search(text) is not None)
 
 
 @cache

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import string
 from datetime import UTC, datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -77,16 +78,24 @@ def storable(text: str) -> bool:
 # --- text: NUL and lone surrogates ------------------------------------------------------------
 
 
-def test_msgspec_refuses_raw_nul_bytes_and_encoded_surrogates_so_only_escapes_can_carry_them() -> None:
-    # Why the decoder looks for them only in records with a backslash: pinned here, an
-    # upgrade of msgspec that changed it would fail this test instead of letting them through.
+def test_the_re_encoding_shows_unstorable_text_so_only_those_events_are_walked() -> None:
+    # Why the decoder walks an event only when its re-encoding holds \u0000 or cannot be made:
+    # pinned here, an upgrade of msgspec that changed it would fail this test, not let them through.
+    assert msgspec.json.encode("a\x00b") == b'"a\\u0000b"'
+    with pytest.raises(UnicodeEncodeError):
+        msgspec.json.encode("\ud800")
+    with pytest.raises(UnicodeEncodeError):
+        msgspec.json.encode({"\udfff": "key"})
+
+
+def test_msgspec_reads_nul_only_as_an_escape_and_refuses_lone_surrogates_naming_no_field() -> None:
     strict = msgspec.json.Decoder(dict[str, str])
     with pytest.raises(msgspec.DecodeError, match="invalid character"):
         strict.decode(b'{"k": "a\x00b"}')
     with pytest.raises(msgspec.DecodeError, match="Invalid UTF-8"):
         strict.decode(b'{"k": "\xed\xa0\x80"}')  # U+D800 written as UTF-8 bytes
     assert strict.decode(b'{"k": "a\\u0000b"}') == {"k": "a\x00b"}
-    # A lone surrogate escape is refused by msgspec itself, as malformed JSON that names no field.
+    # A lone surrogate escape is malformed JSON to msgspec; the decoder reads it again to name the string.
     with pytest.raises(msgspec.DecodeError, match="truncated"):
         strict.decode(b'{"k": "\\ud800"}')
     with pytest.raises(msgspec.DecodeError, match="surrogate"):
@@ -486,3 +495,13 @@ def test_what_the_decoder_accepts_its_derived_events_fit_and_decode_in_the_next_
         encoded = encode(event)
         assert len(encoded) <= LIMIT, (type(event).__name__, len(encoded))
         assert decoder.decode(encoded) == event
+
+
+def test_an_event_that_cannot_be_re_encoded_is_walked_for_its_surrogate() -> None:
+    # msgspec never decodes a lone surrogate; should a decoder ever hand one over, the walk still names it.
+    built = msgspec.structs.replace(example_requested(), metadata={"k": "\udc80"})
+    decoder = Decoder(PaymentRequested)
+    decoder._decoder = SimpleNamespace(decode=lambda _raw: built)  # type: ignore[assignment]
+    result = decoder.decode(raw(doc()))
+    assert isinstance(result, Invalid)
+    assert (result.field, result.rule) == ("metadata.k", "text")
