@@ -19,6 +19,7 @@ import pytest
 from paystream.db.pool import connect
 from paystream.errors import ConcurrentChangeError
 from paystream.prepare import drop_database
+from paystream.reconcile import reconcile
 from paystream.settings import Settings
 from paystream.stage.contract import Output, StageResult
 from schemas.codec import encode
@@ -28,10 +29,13 @@ from tests.support.stages import accepted, payment, wait_until_blocked
 from workers.clearing import ClearingStage
 from workers.funds import FundsStage
 from workers.risk import RiskStage, _load_context
+from workers.settlement import SettlementStage
+from workers.settlement_close import close_due_batches
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+BALANCE_SQL = "SELECT balance_minor FROM accounts WHERE account_id = 'payer-000000'"
 
 
 @pytest.fixture(scope="module")
@@ -286,3 +290,103 @@ async def test_one_back_dated_payment_does_not_widen_other_payers_history_reads(
     finally:
         await connection.close()
     assert context.payer_history.get("payer-000008", []) == []
+
+
+async def test_clearing_never_debits_without_an_open_hold(environment: Settings) -> None:
+    """A funds.held whose hold was released (its payment failed) is refused, and no money moves."""
+    held = await _held(environment, payment("race-released", created_at=T0))
+    connection = await connect(environment)
+    try:
+        # What clearing finds after the payment failed elsewhere: hold released, amount given back.
+        await connection.execute("UPDATE holds SET status = 'released' WHERE payment_id = 'race-released'")
+        await connection.execute(
+            "UPDATE accounts SET held_minor = held_minor - $1 WHERE account_id = 'payer-000000'",
+            held.payment.amount_minor,
+        )
+        await connection.execute("UPDATE payments SET status = 'failed' WHERE payment_id = 'race-released'")
+        balance_before = await connection.fetchval(
+            "SELECT balance_minor FROM accounts WHERE account_id = 'payer-000000'"
+        )
+        result = await _apply(environment, ClearingStage(), [accepted(held)])
+        balance_after = await connection.fetchval(
+            "SELECT balance_minor FROM accounts WHERE account_id = 'payer-000000'"
+        )
+        journals = await connection.fetchval("SELECT count(*) FROM journals WHERE payment_id = 'race-released'")
+    finally:
+        await connection.close()
+    assert [(r.field, r.rule) for r in result.refused] == []
+    assert [(o.event.status) for o in result.outputs] == ["failed"]  # type: ignore[attr-defined]
+    assert (balance_after, journals) == (balance_before, 0)
+
+    never_held = FundsHeld(
+        event_id="race-unheld:funds",
+        hold_id="hold:race-unheld",
+        held_at=T0,
+        payment=payment("race-unheld", created_at=T0),
+    )
+    result = await _apply(environment, ClearingStage(), [accepted(never_held)])
+    assert result.outputs == []
+    assert [(r.field, r.rule) for r in result.refused] == [("hold_id", "hold_not_open")]
+
+
+async def test_items_for_a_batch_that_closes_meanwhile_are_retried_into_the_next_batch(environment: Settings) -> None:
+    settings = environment.with_overrides(settlement_cycle_s=3_600, settlement_grace_s=0)
+    stage = SettlementStage(settings)
+    first_item = await _cleared(settings, payment("race-batch-1", created_at=T0))
+    second_item = await _cleared(settings, payment("race-batch-2", created_at=T0 + timedelta(seconds=1)))
+    await _apply(settings, stage, [accepted(first_item)])
+
+    closer, adder, observer = await connect(settings), await connect(settings), await connect(settings)
+    try:
+        closing = closer.transaction()
+        await closing.start()
+        closed = await close_due_batches(closer, T0 + timedelta(hours=2))
+        assert len(closed) >= 1
+        adding = adder.transaction()
+        await adding.start()
+        task = asyncio.create_task(stage.apply(adder, [accepted(second_item)], T0))
+        await wait_until_blocked(observer, adder.get_server_pid())
+        await closing.commit()
+        with pytest.raises(ConcurrentChangeError, match="batches closed concurrently"):
+            await task
+        await adding.rollback()
+    finally:
+        for connection in (closer, adder, observer):
+            await connection.close()
+
+    await _apply(settings, stage, [accepted(second_item)])  # the retry
+    connection = await connect(settings)
+    try:
+        rows = await connection.fetch(
+            """SELECT i.payment_id, b.status, b.cycle_start FROM settlement_items i JOIN settlement_batches b
+               USING (batch_id) WHERE i.payment_id LIKE 'race-batch-%' ORDER BY i.payment_id"""
+        )
+    finally:
+        await connection.close()
+    assert [(r["payment_id"], r["status"]) for r in rows] == [("race-batch-1", "closed"), ("race-batch-2", "open")]
+    assert rows[1]["cycle_start"] > rows[0]["cycle_start"]
+
+
+async def test_reconcile_reports_a_hold_open_past_its_bound(environment: Settings) -> None:
+    await _held(environment, payment("race-stale-hold", created_at=T0))
+    connection = await connect(environment)
+    try:
+        # Other tests of this module leave holds open at T0; only this one is placed "2 hours ago".
+        await connection.execute("UPDATE holds SET created_at = now() WHERE status = 'held'")
+        await connection.execute(
+            "UPDATE holds SET created_at = now() - interval '2 hours' WHERE payment_id = 'race-stale-hold'"
+        )
+        report = await reconcile(connection, hold_open_s_max=3_600)
+        relaxed = await reconcile(connection, hold_open_s_max=3 * 3_600)
+        await connection.execute("UPDATE holds SET created_at = now() WHERE payment_id = 'race-stale-hold'")
+    finally:
+        await connection.close()
+    stale = [v for v in report.violations if v.invariant == "hold_open_within_bound"]
+    assert [e["payment_id"] for v in stale for e in v.examples] == ["race-stale-hold"]
+    assert not [v for v in relaxed.violations if v.invariant == "hold_open_within_bound"]
+
+
+async def _cleared(settings: Settings, request: PaymentRequested) -> Any:
+    held = await _held(settings, request)
+    result = await _apply(settings, ClearingStage(), [accepted(held)])
+    return result.outputs[0].event
