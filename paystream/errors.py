@@ -30,3 +30,7 @@ class ConcurrentChangeError(PaystreamError):
     """Another consumer changed rows this transaction relied on; retrying sees the new state."""
 
     retriable = True
+
+
+class SchemaError(PaystreamError):
+    """The database lacks tables or columns this code needs: not migrated, or migrated by an older paystream."""

@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
 
 
 async def run_seed(args: argparse.Namespace, settings: Settings) -> int:
-    connection = await connect(settings)
+    connection = await connect(settings, migrated=True)
     try:
         counts = await seed_world(connection, build_world(args.payers, args.merchants, args.seed))
     finally:
@@ -46,7 +46,7 @@ async def run_seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def run_show(args: argparse.Namespace, settings: Settings) -> int:
-    connection = await connect(settings)
+    connection = await connect(settings, migrated=True)
     try:
         account = await connection.fetchrow("SELECT * FROM accounts WHERE account_id = $1", args.account_id)
         if account is None:
@@ -76,7 +76,7 @@ async def run_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def run_list(args: argparse.Namespace, settings: Settings) -> int:
-    connection = await connect(settings)
+    connection = await connect(settings, migrated=True)
     try:
         rows = await connection.fetch(
             """SELECT account_id, kind, currency, status, balance_minor, held_minor FROM accounts

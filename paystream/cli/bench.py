@@ -12,6 +12,7 @@ from typing import Any
 from paystream.bench.report import machine_description, markdown, summarise, write_into_doc
 from paystream.bench.run import BenchOptions, run_bench
 from paystream.cli.args import bounded_float, bounded_int
+from paystream.cli.reach import require_kafka
 from paystream.logging import quiet_client_logs
 from paystream.settings import Settings
 from paystream.stack.services import status
@@ -49,6 +50,7 @@ def register(sub: Any) -> None:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
+    await require_kafka(settings)
     options = BenchOptions(
         payments=args.payments,
         naive_payments=args.naive_payments,

@@ -9,6 +9,7 @@ from typing import Any
 
 from paystream.chaos.run import ChaosOptions, render_report, report_dict, run_chaos
 from paystream.cli.args import SEED, bounded_float, positive_int
+from paystream.cli.reach import require_kafka
 from paystream.logging import quiet_client_logs
 from paystream.settings import Settings
 from workers import STAGE_NAMES
@@ -39,6 +40,7 @@ def register(sub: Any) -> None:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
+    await require_kafka(settings)
     options = ChaosOptions(
         payments=args.payments,
         duration_s=args.duration,

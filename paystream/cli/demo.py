@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from paystream.cli.args import SEED, bounded_int, positive_int
+from paystream.cli.reach import require_kafka
 from paystream.db.pool import connect
 from paystream.demo import DemoOptions, print_summary, run_demo
 from paystream.errors import PaystreamError
@@ -36,13 +37,15 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         from paystream.stack.services import ensure_stack
 
         await ensure_stack(settings)
+    else:
+        await require_kafka(settings)
     print("preparing: database schema, topics, demo accounts ...", flush=True)
     await prepare_environment(settings)
     report = await run_demo(settings, DemoOptions(args.payments, args.duplicates, args.seed))
     print_summary(report, report["kinds"], report["elapsed_s"])
     connection = await connect(settings)
     try:
-        reconciled = await reconcile(connection)
+        reconciled = await reconcile(connection, hold_open_s_max=settings.hold_open_s_max)
     finally:
         await connection.close()
     print(f"\nreconcile: {len(reconciled.checked)} invariants checked")

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from paystream.cli.args import IDLE_EXIT_MS
+from paystream.cli.reach import require_kafka
 from paystream.downstream import RESULT_TOPICS, follow
 from paystream.settings import Settings
 
@@ -30,6 +31,7 @@ def register(sub: Any) -> None:
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     columns = COLUMNS[args.kind]
+    await require_kafka(settings)
     if not args.json:
         print("  ".join(columns), flush=True)
     count = 0

@@ -45,7 +45,7 @@ def register(sub: Any) -> None:
 
 
 async def show_payment(args: argparse.Namespace, settings: Settings) -> int:
-    connection = await connect(settings)
+    connection = await connect(settings, migrated=True)
     try:
         payment = await connection.fetchrow("SELECT * FROM payments WHERE payment_id = $1", args.payment_id)
         if payment is None:
@@ -98,7 +98,7 @@ def _t(value: Any) -> str:
 
 
 async def list_settlements(args: argparse.Namespace, settings: Settings) -> int:
-    connection = await connect(settings)
+    connection = await connect(settings, migrated=True)
     try:
         rows = await connection.fetch(
             f"""SELECT {", ".join(BATCH_COLUMNS)} FROM settlement_batches
@@ -116,7 +116,7 @@ async def list_settlements(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def follow_settlements(args: argparse.Namespace, settings: Settings) -> int:
-    connection = await connect(settings)
+    connection = await connect(settings, migrated=True)
     seen: set[str] = set()
     try:
         while True:
@@ -138,7 +138,7 @@ async def follow_settlements(args: argparse.Namespace, settings: Settings) -> in
 
 
 async def list_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
-    connection = await connect(settings)
+    connection = await connect(settings, migrated=True)
     try:
         rows = await connection.fetch(
             """SELECT received_at, stage, origin_topic, origin_partition AS partition, origin_offset AS "offset",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from paystream.cli.args import SEED, bounded_float
+from paystream.cli.reach import require_kafka
 from paystream.errors import PaystreamError
 from paystream.loadtest.recorded import plan_recorded_load
 from paystream.loadtest.report import write_reports
@@ -73,6 +74,7 @@ async def _run_recorded(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run_and_report(args: argparse.Namespace, options: LoadOptions, settings: Settings) -> int:
+    await require_kafka(settings)
     result = await run_loadtest(options, settings)
     data = result.as_dict()
     paths = write_reports(data, args.out or Path("reports") / result.run_id)

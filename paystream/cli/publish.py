@@ -20,6 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from paystream.cli.args import SEED, bounded_float, positive_int
+from paystream.cli.reach import require_kafka
 from paystream.demo_data import build_world
 from paystream.errors import PaystreamError
 from paystream.generator import PaymentGenerator
@@ -60,6 +61,9 @@ def _file_lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 async def run_publish(args: argparse.Namespace, settings: Settings) -> int:
+    if args.file is not None and str(args.file) != "-" and not args.file.is_file():
+        raise PaystreamError(f"no such file: {args.file}")
+    await require_kafka(settings)
     decoder = Decoder(PaymentRequested, settings.record_bytes_max)
     bad = 0
     sent = 0

@@ -1,4 +1,9 @@
-"""`paystream reconcile`: check every invariant; exit 1 on any violation."""
+"""`paystream reconcile`: check every invariant.
+
+Exit status: 0 every invariant holds; 1 at least one is violated (examples are
+printed); 2 the books could not be checked: PostgreSQL unreachable, the
+database missing, not migrated, or migrated by another version of paystream.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +17,19 @@ from paystream.tables import to_json
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("reconcile", help="check every money invariant; exit 1 on any violation")
+    parser = sub.add_parser(
+        "reconcile",
+        help="check every money invariant; exit 0 all hold, 1 a violation, 2 cannot check",
+        description="Exit status: 0 every invariant holds, 1 a violation, 2 cannot check (unreachable, not migrated).",
+    )
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run)
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    connection = await connect(settings)
+    connection = await connect(settings, migrated=True)
     try:
-        report = await reconcile(connection)
+        report = await reconcile(connection, hold_open_s_max=settings.hold_open_s_max)
     finally:
         await connection.close()
     failed = {v.invariant: v for v in report.violations}

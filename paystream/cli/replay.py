@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from paystream.cli.reach import require_kafka
 from paystream.errors import PaystreamError
 from paystream.replay.options import declared_topic, parse_rate_cap, parse_speed, parse_window
 from paystream.replay.player import Pace, PlayReport, play
@@ -76,6 +77,7 @@ async def run_record(args: argparse.Namespace, settings: Settings) -> int:
     window = parse_window(args.since, args.until)
     started = time.monotonic()
     header = new_header(topic, settings.topic(topic), window.since_ms, window.until_ms)
+    await require_kafka(settings)
     async with TopicSource(settings, settings.topic(topic), window, "paystream-replay-record") as source:
         bar = tqdm(total=source.records_to_read, unit="rec", desc="reading", disable=args.quiet, file=sys.stderr)
         with bar, RecordingWriter(args.out, header) as writer:
@@ -96,6 +98,7 @@ async def run_play(args: argparse.Namespace, settings: Settings) -> int:
     pace = Pace(parse_speed(args.speed), parse_rate_cap(args.rate_cap))
     rewriter = _rewriter(args, recording.header.topic, settings)
     summary = recording.verify()
+    await require_kafka(settings)
     with tqdm(total=summary.records, unit="rec", desc="playing", disable=args.quiet, file=sys.stderr) as bar:
         report = await play(settings, settings.topic(topic), recording.records(), pace, rewriter, bar)
     print(_play_line(report, rewriter))
@@ -110,6 +113,7 @@ async def run_copy(args: argparse.Namespace, settings: Settings) -> int:
     rewriter = _rewriter(args, from_topic, settings)
     namespace = settings.namespace if args.from_namespace is None else args.from_namespace
     source_topic = f"{namespace}{from_topic}"
+    await require_kafka(settings)
     async with TopicSource(settings, source_topic, window, "paystream-replay-copy") as source:
         with tqdm(total=source.records_to_read, unit="rec", desc="copying", disable=args.quiet, file=sys.stderr) as bar:
             report = await play(settings, settings.topic(to_topic), source.records(bar), pace, rewriter)

@@ -7,7 +7,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from paystream.errors import ServiceUnavailableError
+from paystream.db.migrate import require_current_schema
+from paystream.errors import PaystreamError, ServiceUnavailableError
 from paystream.settings import Settings
 
 CONNECT_TIMEOUT_S = 10.0
@@ -31,10 +32,14 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
 
 
 async def create_pool(settings: Settings, size_max: int | None = None) -> Any:
-    """A pool for `settings.database_url`; an unreachable server is one clear error."""
+    """A pool for `settings.database_url`, whose schema must be this code's (workers open one to start).
+
+    An unreachable server, or a database not migrated or migrated by another
+    version, is one clear error before any record is read.
+    """
     size = size_max or settings.db_pool_size_max
     try:
-        return await asyncpg.create_pool(
+        pool = await asyncpg.create_pool(
             settings.database_url,
             min_size=1,
             max_size=size,
@@ -44,27 +49,53 @@ async def create_pool(settings: Settings, size_max: int | None = None) -> Any:
             command_timeout=120,
         )
     except (TimeoutError, OSError, asyncpg.PostgresError) as error:
-        raise ServiceUnavailableError(
-            f"cannot connect to PostgreSQL at {_redacted(settings.database_url)}: {error}"
-            " (is the stack up? try: paystream stack up)"
-        ) from error
+        raise connect_error(settings, error) from error
+    try:
+        async with pool.acquire() as connection:
+            await require_current_schema(connection, redacted(settings.database_url))
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
 
 
-async def connect(settings: Settings) -> Any:
+async def connect(settings: Settings, *, migrated: bool = False) -> Any:
+    """One connection; with `migrated`, the database must have exactly this code's migrations.
+
+    Commands that read or write the schema pass `migrated=True`, so a database
+    not migrated (or migrated by another version) is one line saying what to
+    run, not an undefined-table traceback. Migrating itself does not.
+    """
     try:
         connection = await asyncpg.connect(
             settings.database_url, timeout=CONNECT_TIMEOUT_S, server_settings=SERVER_SETTINGS
         )
     except (TimeoutError, OSError, asyncpg.PostgresError) as error:
-        raise ServiceUnavailableError(
-            f"cannot connect to PostgreSQL at {_redacted(settings.database_url)}: {error}"
-            " (is the stack up? try: paystream stack up)"
-        ) from error
-    await _init_connection(connection)
+        raise connect_error(settings, error) from error
+    try:
+        await _init_connection(connection)
+        if migrated:
+            await require_current_schema(connection, redacted(settings.database_url))
+    except BaseException:
+        await connection.close()
+        raise
     return connection
 
 
-def _redacted(url: str) -> str:
+def connect_error(settings: Settings, error: BaseException) -> PaystreamError:
+    """One line for a failed connection: a missing database and a refused login are not outages."""
+    where = redacted(settings.database_url)
+    if isinstance(error, asyncpg.InvalidCatalogNameError):
+        return PaystreamError(f"PostgreSQL at {where}: {error}; create it, then run `paystream db migrate`")
+    if isinstance(error, asyncpg.InvalidAuthorizationSpecificationError):
+        return PaystreamError(f"PostgreSQL at {where} refused the login: {error}")
+    reason = str(error) or f"no answer within {CONNECT_TIMEOUT_S:.0f} s"
+    return ServiceUnavailableError(
+        f"cannot connect to PostgreSQL at {where}: {reason} (is the stack up? try: paystream stack up)"
+    )
+
+
+def redacted(url: str) -> str:
     """The URL without its password, for messages."""
     if "@" not in url or "://" not in url:
         return url
