@@ -95,7 +95,7 @@ async def check_run(settings: Settings, payment_ids: Sequence[str]) -> CheckRepo
         report.terminal = sum(1 for s in status_by_id.values() if s in TERMINAL)
         for name, sql in DUPLICATE_EFFECT_QUERIES.items():
             report.duplicate_effects[name] = int(await connection.fetchval(sql))
-        reconciled = await reconcile(connection)
+        reconciled = await reconcile(connection, hold_open_s_max=settings.hold_open_s_max)
         report.reconcile_failures = [str(v) for v in reconciled.failures()]
         closed = await connection.fetch(
             "SELECT batch_id, item_count, gross_minor, fee_minor, net_minor FROM settlement_batches"

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from paystream.stage.contract import Output, Refused
+from schemas.codec import storable_text
 from schemas.dead_letter import DeadLetter, dead_letter_event_id
 from topology.topics import DEAD_LETTER
 
@@ -22,8 +23,9 @@ def _event(stage: str, refused: Refused, now: datetime) -> DeadLetter:
         origin_offset=refused.origin.offset,
         field=refused.field,
         rule=refused.rule,
-        detail=refused.detail[:500],
-        raw_text=refused.raw[:RAW_TEXT_CHARS_MAX].decode("utf-8", errors="replace"),
+        detail=storable_text(refused.detail)[:500],
+        # Escaped NUL and lone surrogates: the dead letter itself must be storable and decodable.
+        raw_text=storable_text(refused.raw[:RAW_TEXT_CHARS_MAX].decode("utf-8", errors="replace")),
         raw_bytes=len(refused.raw),
         received_at=now,
     )
@@ -50,9 +52,9 @@ async def store_dead_letters(connection: Any, stage: str, refused: Sequence[Refu
         [r.origin.topic for r in refused],
         [r.origin.partition for r in refused],
         [r.origin.offset for r in refused],
-        [r.field for r in refused],
+        [storable_text(r.field) for r in refused],
         [r.rule for r in refused],
-        [r.detail for r in refused],
+        [storable_text(r.detail) for r in refused],
         [r.raw for r in refused],
         [now] * len(refused),
     )

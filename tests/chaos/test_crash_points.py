@@ -99,8 +99,9 @@ async def _run_until_crash(settings: Settings, stage: str, point: str) -> tuple[
         {
             "PAYSTREAM_CRASH_POINT": point,
             "PAYSTREAM_CRASH_STAGE": stage,
-            # Isolation happens in one batch only: crash at the first.
-            "PAYSTREAM_CRASH_AFTER_BATCHES": "1" if point == "in_isolation" else "2",
+            # Isolation happens in one batch only, and one tick may close and
+            # publish every batch of the run: those crash at the first.
+            "PAYSTREAM_CRASH_AFTER_BATCHES": "1" if point in ("in_isolation", *TICK_CRASH_POINTS) else "2",
         },
     )
     process = await asyncio.create_subprocess_exec(
