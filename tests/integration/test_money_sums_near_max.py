@@ -4,7 +4,9 @@ One payment is at most `AMOUNT_MINOR_MAX`; PostgreSQL's bigint holds at most
 2^63 - 1 (about 9.22 * 10^18). So 9,223 maximal amounts still fit in one sum,
 and 9,224 do not. These tests put that many items in settlement batches (rows
 written directly, in an isolated database) and check what the batch close, the
-settlement worker, the risk stage's merchant day totals and reconcile do there.
+settlement worker and reconcile do there; and that the risk stage's merchant
+day totals stop at the daily limit, whose cap (2^57) is what keeps a batch
+written by the pipeline inside bigint.
 """
 
 from __future__ import annotations
@@ -31,12 +33,15 @@ pytestmark = pytest.mark.integration
 BIGINT_MAX = 2**63 - 1
 FITS = BIGINT_MAX // AMOUNT_MINOR_MAX  # 9,223 maximal amounts still sum inside a bigint
 OVERFLOWING = 10_000  # 10^19: past bigint
+# The merchant daily limit's cap (risk_limits CHECK merchant_daily_limit_fits_a_batch, migration 003).
+DAILY_LIMIT_CAP = 2**57
 # The maximum amount at 2.9% + 30: fee 29_000_000_000_030, net 970_999_999_999_970.
 FEE = 29_000_000_000_030
 NET = AMOUNT_MINOR_MAX - FEE
 
 POISON_REASON = (
-    "the batch close sums each due batch's items with sum(...)::bigint: a batch whose gross passes 2^63 - 1"
+    "(unreachable through risk since the daily limit's cap of 2^57, but not refused by the close itself)"
+    " the batch close sums each due batch's items with sum(...)::bigint: a batch whose gross passes 2^63 - 1"
     " (more than 9,223 items of 10^15) raises 22003 'bigint out of range' and the whole close transaction"
     " rolls back; that batch is always among the first due (oldest cut-off), so no later batch ever closes,"
     " and the settlement worker dies on its first tick, every time it is restarted"
@@ -184,23 +189,43 @@ async def test_the_settlement_worker_survives_a_batch_past_bigint(environment: S
         await connection.close()
 
 
-async def test_merchant_day_totals_stop_at_the_limit_near_bigint(environment: Settings) -> None:
-    """The running day total is a bigint, but approvals stop at the daily limit, itself at most 2^63 - 1."""
+async def test_the_merchant_daily_limit_is_capped_so_a_batch_fits(environment: Settings) -> None:
+    """A batch holds under 33 merchant-days of approvals (migration 003): a cap of 2^57 a day keeps it in bigint."""
+    assert 33 * DAILY_LIMIT_CAP < BIGINT_MAX < 64 * DAILY_LIMIT_CAP
+    connection = await connect(environment)
+    try:
+        await connection.execute(
+            "UPDATE risk_limits SET merchant_daily_amount_max_minor = $1 WHERE currency = 'EUR'", DAILY_LIMIT_CAP
+        )
+        with pytest.raises(asyncpg.CheckViolationError, match="merchant_daily_limit_fits_a_batch"):
+            await connection.execute(
+                "UPDATE risk_limits SET merchant_daily_amount_max_minor = $1 WHERE currency = 'EUR'",
+                DAILY_LIMIT_CAP + 1,
+            )
+    finally:
+        await connection.close()
+
+
+# A wrong day total makes the risk stage retry its batch until its retries run out (5 minutes): fail sooner.
+@pytest.mark.timeout(120)
+async def test_merchant_day_totals_stop_at_the_capped_limit(environment: Settings) -> None:
+    """Approvals of maximal amounts stop at the daily limit (at its cap), whatever the day already holds."""
     ordinary = [g.payment for g in generate(400, environment.namespace.rstrip("."), seed=5) if g.kind == "ordinary"]
     eur = list({p.payer_account: p for p in ordinary if p.currency == "EUR"}.values())[:5]
     merchant = eur[0].merchant_id
     payments = [structs.replace(p, merchant_id=merchant, amount_minor=AMOUNT_MINOR_MAX) for p in eur]
     day = payments[0].created_at.astimezone(UTC).date()
     assert all(p.created_at.astimezone(UTC).date() == day for p in payments)
-    already = BIGINT_MAX - 2 * AMOUNT_MINOR_MAX - AMOUNT_MINOR_MAX // 2  # room for two and a half more
+    already = DAILY_LIMIT_CAP - 2 * AMOUNT_MINOR_MAX - AMOUNT_MINOR_MAX // 2  # room for two and a half more
     connection = await connect(environment)
     try:
         await connection.execute(
             """UPDATE risk_limits SET txn_amount_max_minor = $1, payer_10m_amount_max_minor = $2,
-                      payer_24h_amount_max_minor = $2, merchant_daily_amount_max_minor = $2
+                      payer_24h_amount_max_minor = $2, merchant_daily_amount_max_minor = $3
                WHERE currency = 'EUR'""",
             AMOUNT_MINOR_MAX,
             BIGINT_MAX,
+            DAILY_LIMIT_CAP,
         )
         await connection.execute(
             "INSERT INTO risk_merchant_day_totals VALUES ($1, 'EUR', $2, $3)", merchant, day, already
@@ -232,8 +257,8 @@ async def test_merchant_day_totals_stop_at_the_limit_near_bigint(environment: Se
         "rejected",
         "rejected",
     ]
-    # already + 3 * 10^15 = 2^63 - 1 + 0.5 * 10^15 > the limit 2^63 - 1: rejected, never stored.
+    # already + 3 * 10^15 = 2^57 + 0.5 * 10^15 > the limit 2^57: rejected, never added.
     over = already + 3 * AMOUNT_MINOR_MAX
-    assert decisions[payments[2].payment_id][1] == [f"merchant_daily_limit: {over} > {BIGINT_MAX}"]
-    assert total == already + 2 * AMOUNT_MINOR_MAX == BIGINT_MAX - AMOUNT_MINOR_MAX // 2
+    assert decisions[payments[2].payment_id][1] == [f"merchant_daily_limit: {over} > {DAILY_LIMIT_CAP}"]
+    assert total == already + 2 * AMOUNT_MINOR_MAX == DAILY_LIMIT_CAP - AMOUNT_MINOR_MAX // 2
     assert dead == 0
