@@ -36,8 +36,10 @@ CurrencyCode = Literal[
     "INR", "JPY", "KRW", "MXN", "NOK", "SEK", "SGD", "USD",
 ]  # fmt: skip
 
-# 10^15 minor units: a quadrillion cents, far above any single payment, and a
-# batch of 100,000 of them still fits in a signed 64-bit integer.
+# 10^15 minor units: a quadrillion cents, far above any single payment. Only
+# 9,223 of them fit in a signed 64-bit sum: what keeps a settlement batch's
+# sums in bigint is the merchant daily limit's cap (2^57, migration 003), and
+# the close sums as numeric and leaves an overflowing batch open regardless.
 AMOUNT_MINOR_MAX = 10**15
 
 PositiveAmountMinor = Annotated[int, msgspec.Meta(ge=1, le=AMOUNT_MINOR_MAX)]
