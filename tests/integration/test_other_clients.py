@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 from confluent_kafka import Consumer, Producer
 
@@ -19,8 +22,10 @@ from paystream.demo_data import build_world
 from paystream.downstream import follow
 from paystream.prepare import drop_database
 from paystream.settings import Settings
-from tests.support.pipeline import drain, fresh_environment, wait_terminal
-from topology.topics import PAYMENTS_REQUESTED, SETTLEMENTS_CLOSED
+from paystream.topic_scan import read_topic
+from schemas.payments import outcome_event_id
+from tests.support.pipeline import TERMINAL, drain, fresh_environment, wait_terminal
+from topology.topics import PAYMENTS_OUTCOMES, PAYMENTS_REQUESTED, SETTLEMENTS_CLOSED
 
 pytestmark = pytest.mark.integration
 
@@ -83,26 +88,38 @@ def consume_with_librdkafka(settings: Settings, group: str) -> list[dict[str, ob
                 empty_polls += 1
                 continue
             assert message.error() is None, message.error()
-            events.append(json.loads(message.value()))
+            value = message.value()
+            assert value is not None
+            events.append(json.loads(value))
             empty_polls = 0
     finally:
         consumer.close()
     return events
 
 
+@dataclass
+class Flowed:
+    settings: Settings
+    payment_ids: list[str]
+    statuses: dict[str, str]
+
+
 @pytest.fixture(scope="module")
-async def environment() -> Settings:
+async def flowed() -> AsyncIterator[Flowed]:
+    """Payments published with librdkafka and processed to the end by the pipeline."""
     settings = await fresh_environment("ext")
-    yield settings
-    await drop_database(settings)
+    try:
+        ids = await asyncio.to_thread(publish_with_librdkafka, settings, settings.namespace.rstrip("."))
+        await drain(settings)
+        yield Flowed(settings, ids, await wait_terminal(settings, ids))
+    finally:
+        await drop_database(settings)
 
 
-async def test_librdkafka_payments_flow_and_settlements_are_read_by_librdkafka(environment: Settings) -> None:
-    ids = await asyncio.to_thread(publish_with_librdkafka, environment, environment.namespace.rstrip("."))
-    await drain(environment)
-    statuses = await wait_terminal(environment, ids)
+async def test_librdkafka_payments_flow_and_settlements_are_read_by_librdkafka(flowed: Flowed) -> None:
+    environment, ids, statuses = flowed.settings, flowed.payment_ids, flowed.statuses
     assert sorted(statuses) == sorted(ids)
-    assert set(statuses.values()) <= {"settled", "rejected", "declined"}
+    assert set(statuses.values()) <= set(TERMINAL)
     assert list(statuses.values()).count("settled") == PAYMENTS
 
     events = await asyncio.to_thread(consume_with_librdkafka, environment, f"{environment.namespace}downstream")
@@ -119,8 +136,25 @@ async def test_librdkafka_payments_flow_and_settlements_are_read_by_librdkafka(e
     }
 
 
-async def test_python_follow_helper_yields_each_event_once(environment: Settings) -> None:
+def expected_outcome_ids(statuses: dict[str, str]) -> set[str]:
+    """The outcome event ids the pipeline publishes for payments that ended with these statuses."""
+    published_on_the_way = {"settled": ("cleared", "settled")}  # every other terminal status is one outcome
+    return {
+        outcome_event_id(payment_id, outcome)
+        for payment_id, status in statuses.items()
+        for outcome in published_on_the_way.get(status, (status,))
+    }
+
+
+async def test_python_follow_helper_yields_each_event_once(flowed: Flowed) -> None:
+    environment = flowed.settings
     seen = [d.event async for d in follow(environment, "outcomes", from_beginning=True, idle_exit_ms=2_000)]
     ids = [getattr(e, "event_id") for e in seen]  # noqa: B009
-    assert ids
+    # What is on the topic, read without the helper (re-deliveries included): every one of it arrives.
+    on_topic = await read_topic(environment, environment.topic(PAYMENTS_OUTCOMES))
+    published = {msgspec.json.decode(r.value)["event_id"] for r in on_topic}
     assert len(ids) == len(set(ids))
+    assert set(ids) == published
+    # And that is exactly the outcomes of this run's payments: each cleared and settled, nothing else.
+    assert published == expected_outcome_ids(flowed.statuses)
+    assert len(published) == 2 * PAYMENTS

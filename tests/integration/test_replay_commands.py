@@ -2,7 +2,9 @@
 
 One source environment for the module: two bursts of generated payments
 (and two invalid records) half a second apart, processed by the pipeline and
-recorded. Each test plays, copies or load-tests into its own namespace.
+recorded. Each test plays, copies or load-tests into its own namespace. The
+time-window test writes its own bursts with pauses between them and builds its
+window from the timestamps the broker gave them, never from how fast a burst went.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import orjson
 import pytest
 
 from paystream.db.pool import connect
+from paystream.kafka import make_producer
 from paystream.prepare import drop_database, isolated_settings
 from paystream.replay.player import Pace, play
 from paystream.replay.recording import RecordedRecord, Recording
@@ -156,19 +159,61 @@ async def test_record_keeps_every_record_of_the_topic_in_timestamp_order(source:
     )
 
 
-async def test_record_since_until_keeps_only_that_window(source: Source, tmp_path: Path) -> None:
-    since_ms = source.gap_ms
-    until_ms = max(r.timestamp_ms for r in source.records)  # exclusive: the last millisecond stays out
+# The window test: three bursts, each acknowledged before an explicit pause, so each burst's
+# timestamps (the broker's append time, read back) lie strictly after the previous burst's. The
+# window is bounded by timestamps read back from the broker: it never depends on how many
+# milliseconds a burst took or on the machine being idle.
+WINDOW_BURSTS = {"before": 4, "inside": 6, "after": 4}
+WINDOW_PAUSE_S = 0.2
+
+
+async def publish_bursts(settings: Settings) -> None:
+    """WINDOW_BURSTS records named `<burst>-<n>`, keyed over several payers (several partitions)."""
+    producer = make_producer(settings, "paystream-tests")
+    await producer.start()
+    try:
+        for burst, count in WINDOW_BURSTS.items():
+            sent = [
+                await producer.send(
+                    settings.topic(PAYMENTS_REQUESTED), key=f"payer-{n % 5:06d}".encode(), value=f"{burst}-{n}".encode()
+                )
+                for n in range(count)
+            ]
+            await asyncio.gather(*sent)  # acknowledged: stamped before the pause
+            await asyncio.sleep(WINDOW_PAUSE_S)
+    finally:
+        await producer.stop()
+
+
+async def test_record_since_until_keeps_only_that_window(tmp_path: Path) -> None:
+    target = await topics_only("rwin")
+    await publish_bursts(target)
+    on_topic = await read_topic(target, target.topic(PAYMENTS_REQUESTED))
+    stamps: dict[str, list[int]] = {burst: [] for burst in WINDOW_BURSTS}
+    for record in on_topic:
+        stamps[record.value.decode().split("-")[0]].append(record.timestamp)
+    assert {burst: len(found) for burst, found in stamps.items()} == WINDOW_BURSTS
+    # The premise, checked rather than assumed: the bursts do not overlap in time.
+    assert max(stamps["before"]) < min(stamps["inside"]) <= max(stamps["inside"]) < min(stamps["after"]), stamps
+    # Both bounds sit on records: since (inclusive) on the inside burst's first, until (exclusive) on the next's.
+    since_ms, until_ms = min(stamps["inside"]), min(stamps["after"])
+
     path = tmp_path / "window.jsonl.gz"
     argv = ["replay", "record", "--topic", PAYMENTS_REQUESTED, "--out", str(path), "--quiet"]
-    code, out, err = await cli(source.settings.namespace, *argv, "--since", iso(since_ms), "--until", iso(until_ms))
+    code, out, err = await cli(target.namespace, *argv, "--since", iso(since_ms), "--until", iso(until_ms))
     assert code == 0, err
-    expected = [r for r in source.records if since_ms <= r.timestamp_ms < until_ms]
     window = list(Recording(path).records())
-    assert window == expected
-    assert 0 < len(window) < BURST + len(INVALID)
-    assert {_payment_id(r) for r in window} - {None} <= set(source.second_ids)
-    assert out.startswith(f"recorded {len(window)} of ")
+    assert sorted(r.value or b"" for r in window) == sorted(
+        f"inside-{n}".encode() for n in range(WINDOW_BURSTS["inside"])
+    )
+    # Each record as the broker has it, merged in (timestamp, partition, offset) order.
+    expected = sorted(
+        (r for r in on_topic if since_ms <= r.timestamp < until_ms), key=lambda r: (r.timestamp, r.partition, r.offset)
+    )
+    assert [(r.timestamp_ms, r.partition, r.offset, r.key, r.value) for r in window] == [
+        (r.timestamp, r.partition, r.offset, r.key, r.value) for r in expected
+    ]
+    assert out.startswith(f"recorded {WINDOW_BURSTS['inside']} of ")
     header = Recording(path).header
     assert (header.since_ms, header.until_ms) == (since_ms, until_ms)
 

@@ -17,7 +17,9 @@ from paystream.runner import run_stages
 from paystream.settings import Settings, load_settings
 from workers import STAGE_NAMES
 
-TERMINAL = ("rejected", "declined", "settled")
+# "failed": a payment whose hold was released after a refusal (coming with the hardening work).
+TERMINAL = ("rejected", "declined", "failed", "settled")
+EXAMPLES_SHOWN = 5
 
 
 def fast_settings(base: Settings | None = None) -> Settings:
@@ -57,7 +59,12 @@ async def drain(settings: Settings, stages: Sequence[str] = STAGE_NAMES, idle_ex
 
 
 async def wait_terminal(settings: Settings, payment_ids: Sequence[str], timeout_s: float = 120) -> dict[str, str]:
-    """Statuses once every payment is terminal and every closed batch published (or the timeout)."""
+    """Statuses once every payment is terminal and every settlement batch is closed and published.
+
+    At the timeout, raises AssertionError naming what is still missing (how many
+    payments, a few with their statuses, the unpublished batches): a caller never
+    goes on with a half-processed run.
+    """
     connection = await connect(settings)
     deadline = time.monotonic() + timeout_s
     try:
@@ -67,12 +74,39 @@ async def wait_terminal(settings: Settings, payment_ids: Sequence[str], timeout_
                 list(payment_ids),
             )
             statuses = {row["payment_id"]: row["status"] for row in rows}
-            unpublished = await connection.fetchval(
-                "SELECT count(*) FROM settlement_batches WHERE published_at IS NULL"
+            # Batches not yet published: still open, or closed with their event not yet produced (outbox).
+            batches = await connection.fetchrow(
+                "SELECT count(*) FILTER (WHERE status = 'open') AS open,"
+                " count(*) FILTER (WHERE status = 'closed') AS closed"
+                " FROM settlement_batches WHERE published_at IS NULL"
             )
-            terminal = sum(1 for s in statuses.values() if s in TERMINAL)
-            if (terminal == len(payment_ids) and not unpublished) or time.monotonic() > deadline:
+            waiting = [p for p in dict.fromkeys(payment_ids) if statuses.get(p) not in TERMINAL]
+            if not waiting and not batches["open"] and not batches["closed"]:
                 return statuses
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    _not_terminal_message(
+                        timeout_s, len(set(payment_ids)), waiting, statuses, batches["open"], batches["closed"]
+                    )
+                )
             await asyncio.sleep(0.3)
     finally:
         await connection.close()
+
+
+def _not_terminal_message(
+    timeout_s: float,
+    expected: int,
+    waiting: Sequence[str],
+    statuses: dict[str, str],
+    open_batches: int,
+    closed_unpublished: int,
+) -> str:
+    examples = ", ".join(f"{p}={statuses.get(p, '(no payments row)')}" for p in waiting[:EXAMPLES_SHOWN])
+    return (
+        f"after {timeout_s:g} s, {len(waiting)} of {expected} payments are not terminal"
+        f" ({'/'.join(TERMINAL)})"
+        + (f", e.g. {examples}" if waiting else "")
+        + f"; {open_batches + closed_unpublished} settlement batches unpublished"
+        f" ({open_batches} open, {closed_unpublished} closed but not published)"
+    )

@@ -115,11 +115,19 @@ def test_problems_catches_a_broken_graph() -> None:
     assert "topic 'payments.approved' is read by no stage" in found
 
 
+def _failed_check(raised: pytest.ExceptionInfo[AssertionError]) -> str:
+    """The source of the `assert` statement that raised: which check refused, not only that one did."""
+    return str(raised.traceback[-1].statement).strip()
+
+
 def test_a_bad_declaration_fails_at_construction() -> None:
-    with pytest.raises(AssertionError):
+    TopicSpec("ok", 1, "k", "v", 1, "delete", "d")  # the control: each case below changes one field
+    with pytest.raises(AssertionError, match=r"^bad name!$") as raised:
         TopicSpec("bad name!", 1, "k", "v", 1, "delete", "d")
-    with pytest.raises(AssertionError):
+    assert _failed_check(raised) == "assert _LEGAL_NAME.fullmatch(self.name), self.name"
+    with pytest.raises(AssertionError, match=r"^TopicSpec\(name='ok', partitions=0,") as raised:
         TopicSpec("ok", 0, "k", "v", 1, "delete", "d")
+    assert _failed_check(raised) == "assert self.partitions >= 1, self"
 
 
 def test_profiles_keep_min_isr_at_or_below_replication() -> None:
