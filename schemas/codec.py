@@ -235,7 +235,16 @@ def _undecodable(raw: bytes, message: str) -> Invalid:
     """
     if _SURROGATE_ESCAPE.search(raw) is not None:
         try:
-            document = json.loads(raw.decode("utf-8"))
+            # Every pair kept that holds bad text (a later plain value of the
+            # same key must not hide it), and numbers left unread (Python's int
+            # refuses over 4,300 digits): only the text matters here.
+            document = json.loads(
+                raw.decode("utf-8"),
+                object_pairs_hook=_keep_unstorable,
+                parse_int=str,
+                parse_float=str,
+                parse_constant=str,
+            )
         except (ValueError, RecursionError):
             pass
         else:
@@ -243,6 +252,16 @@ def _undecodable(raw: bytes, message: str) -> Invalid:
             if problem is not None:
                 return problem
     return Invalid("$", "json", message)
+
+
+def _keep_unstorable(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object where a repeated key keeps a value holding unstorable text over a later, plain one."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found and find_unstorable_text(found[key]) is not None:
+            continue
+        found[key] = value
+    return found
 
 
 class _RepeatedKeyError(Exception):

@@ -510,3 +510,17 @@ def test_an_event_that_cannot_be_re_encoded_is_walked_for_its_surrogate() -> Non
     result = decoder.decode(raw(doc()))
     assert isinstance(result, Invalid)
     assert (result.field, result.rule) == ("metadata.k", "text")
+
+
+@pytest.mark.parametrize(
+    ("tail", "field"),
+    [
+        (b',"payment_id":"p1"}', "payment_id"),  # the same key again, plainly: it must not hide the first
+        (b',"metadata":{"n":' + b"7" * 5_000 + b"}}", "payment_id"),  # a number Python's int refuses to read
+    ],
+)
+def test_a_lone_surrogate_is_named_whatever_follows_it(tail: bytes, field: str) -> None:
+    document = doc(payment_id="PLACEHOLDER")
+    document.pop("metadata", None)
+    data = msgspec.json.encode(document).replace(b'"PLACEHOLDER"', b'"p1\\ud800"')
+    assert refusal(REQUESTED, data[:-1] + tail) == (field, "text")
