@@ -130,9 +130,9 @@ INVARIANTS: tuple[Invariant, ...] = (
         "captured_hold_has_clearing",
         "a captured hold has its clearing record, and a clearing has a captured hold",
         """
-        SELECT h.payment_id, h.status, c.payment_id IS NOT NULL AS cleared
+        SELECT payment_id, h.status, c.payment_id IS NOT NULL AS cleared
         FROM holds h FULL JOIN clearings c USING (payment_id)
-        WHERE (h.status = 'captured') <> (c.payment_id IS NOT NULL)
+        WHERE (h.status IS NOT DISTINCT FROM 'captured') <> (c.payment_id IS NOT NULL)
         """,
     ),
     Invariant(

@@ -350,12 +350,6 @@ async def test_breaking_one_invariant_is_reported_as_that_invariant(settled: Set
         assert any(offending_id in row.values() for row in examples), (offending_id, examples)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="production bug in captured_hold_has_clearing: `(h.status = 'captured') <> ...` is NULL when the"
-    " clearing has no hold row, so that clearing is never reported (and its example column h.payment_id would"
-    " be NULL too); strict, so this turns into a failure once fixed: then remove this marker",
-)
 async def test_a_clearing_without_any_hold_is_reported(settled: Settings) -> None:
     report, (payment_id,) = await _reconcile_after(settled, clearing_without_any_hold)
     failed = {v.invariant: v for v in report.failures()}
