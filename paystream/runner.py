@@ -83,6 +83,13 @@ async def _wait_for_stages(tasks: dict[str, asyncio.Task[LoopStats]], stop: asyn
                     f"stage(s) {', '.join(names)} did not stop within {int(grace_s * 1000)} ms"
                     " (PAYSTREAM_SHUTDOWN_GRACE_MS); their uncommitted batches are replayed on restart"
                 )
+    except asyncio.CancelledError:
+        # The caller gave up on the run (a timeout around it): its stages must not run on without it,
+        # with the pool closed under them. Nothing uncommitted is lost: it is replayed.
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        raise
     finally:
         stopping.cancel()
     for task in tasks.values():
