@@ -21,7 +21,7 @@ from aiokafka.structs import ConsumerRecord
 
 from paystream.db.pool import connect, create_pool
 from paystream.kafka import make_producer
-from paystream.prepare import drop_database
+from paystream.prepare import delete_topics, drop_database
 from paystream.settings import Settings
 from paystream.stage.contract import Origin, Refused
 from paystream.stage.dead_letters import store_dead_letters
@@ -51,6 +51,8 @@ async def environment() -> AsyncIterator[Settings]:
     settings = await fresh_environment("fence")
     yield settings
     await drop_database(settings)
+    # Its topics too: a broker holding thousands of dead test partitions runs out of file descriptors.
+    await delete_topics(settings)
 
 
 @pytest.fixture

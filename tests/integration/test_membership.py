@@ -24,7 +24,7 @@ import pytest
 from paystream.chaos.processes import settings_environment
 from paystream.cli.main import EXIT_OPERATING_ERROR
 from paystream.db.pool import connect, create_pool
-from paystream.prepare import drop_database
+from paystream.prepare import delete_topics, drop_database
 from paystream.publisher import PaymentPublisher
 from paystream.runner import ShutdownTimeoutError, run_stages
 from paystream.settings import Settings
@@ -53,6 +53,8 @@ async def environment() -> AsyncIterator[Settings]:
     settings = await fresh_environment("member")
     yield settings
     await drop_database(settings)
+    # Its topics too: a broker holding thousands of dead test partitions runs out of file descriptors.
+    await delete_topics(settings)
 
 
 @pytest.fixture
@@ -277,3 +279,30 @@ async def test_a_stage_that_does_not_stop_within_the_grace_fails_the_run(environ
         "SELECT DISTINCT next_offset FROM stage_offsets WHERE group_id = $1", environment.group("risk")
     )
     assert [row["next_offset"] for row in offsets] == [-1]
+
+
+# -- cancelling the runner -----------------------------------------------------------------------
+
+
+def _stage_tasks() -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("stage-") and not t.done()]
+
+
+async def test_cancelling_run_stages_ends_its_stage_loops(environment: Settings, db: Any) -> None:
+    """A caller that gives up on the runner (a timeout around it) must not leave its stages running on."""
+    partitions = topic_spec(PAYMENTS_REQUESTED).partitions
+    await wait_partitions_led(environment, PAYMENTS_REQUESTED)
+    assert _stage_tasks() == []
+    running = asyncio.create_task(run_stages(environment, ["risk"], stop=asyncio.Event()))
+    try:
+        await _until("the risk stage claims its partitions", lambda: _claimed(db, environment, partitions), running)
+        assert [t.get_name() for t in _stage_tasks()] == ["stage-risk"]
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(running, STOP_WAIT_S)
+        assert _stage_tasks() == []
+    finally:
+        orphans = _stage_tasks()
+        for task in orphans:
+            task.cancel()
+        await asyncio.gather(*orphans, return_exceptions=True)
