@@ -36,6 +36,7 @@ INVARIANTS: tuple[Invariant, ...] = (
         LEFT JOIN settlement_batches b ON b.batch_id = i.batch_id
         WHERE r.payment_id IS NULL
            OR (p.status = 'rejected') <> (r.decision = 'rejected')
+           OR (p.status = 'rejected' AND h.payment_id IS NOT NULL)
            OR (p.status = 'declined') <> (h.status IS NOT DISTINCT FROM 'declined')
            OR (p.status = 'held' AND h.status IS DISTINCT FROM 'held')
            OR (p.status IN ('cleared', 'settled') AND (c.payment_id IS NULL OR h.status IS DISTINCT FROM 'captured'))
@@ -170,11 +171,12 @@ INVARIANTS: tuple[Invariant, ...] = (
         "a payment is settled only through a closed batch; no payment cleared over 5 minutes ago"
         " is missing from every batch",
         """
-        SELECT p.payment_id, p.status, i.batch_id, b.status AS batch_status
+        SELECT coalesce(p.payment_id, i.payment_id) AS payment_id, p.status, i.batch_id, b.status AS batch_status
         FROM payments p
-        LEFT JOIN settlement_items i USING (payment_id)
+        FULL JOIN settlement_items i USING (payment_id)
         LEFT JOIN settlement_batches b ON b.batch_id = i.batch_id
-        WHERE (p.status = 'settled' AND (i.payment_id IS NULL OR b.status <> 'closed'))
+        WHERE p.payment_id IS NULL
+           OR (p.status = 'settled' AND (i.payment_id IS NULL OR b.status <> 'closed'))
            OR (i.payment_id IS NOT NULL AND b.status = 'closed' AND b.published_at IS NOT NULL
                AND p.status <> 'settled')
            OR (p.status = 'cleared' AND i.payment_id IS NULL AND p.cleared_at < now() - interval '5 minutes')

@@ -39,10 +39,23 @@ async def run_stages(
     """Run the stages concurrently; SIGTERM finishes each batch in flight, commits, and returns."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    handled = []
     for signum in (signal.SIGTERM, signal.SIGINT):
         # Not the main thread (tests): the caller sets `stop` itself.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
+            handled.append(signum)
+    try:
+        return await _run(settings, stage_names, idle_exit_ms, stop)
+    finally:
+        # The caller (demo, load test) gets Ctrl-C back once the stages are done.
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+
+
+async def _run(
+    settings: Settings, stage_names: Sequence[str], idle_exit_ms: int | None, stop: asyncio.Event
+) -> dict[str, LoopStats]:
     pool = await create_pool(settings, size_max=settings.db_pool_size_max * len(stage_names))
     try:
         loops = {name: StageLoop(build_stage(name, settings), settings, pool) for name in stage_names}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,3 +44,22 @@ def _services_reachable(request: pytest.FixtureRequest) -> None:
             " Start the stack with `paystream stack up` (make test does it).",
             returncode=2,
         )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Delete the topics of every environment the tests created (their databases are dropped by each test)."""
+    from tests.support.pipeline import CREATED_ENVIRONMENTS
+
+    if not CREATED_ENVIRONMENTS:
+        return
+    asyncio.run(_delete_topics(list(CREATED_ENVIRONMENTS)))
+
+
+async def _delete_topics(environments: list[Any]) -> None:
+    from paystream.prepare import delete_topics
+
+    for settings in environments:
+        try:
+            await asyncio.wait_for(delete_topics(settings), timeout=30)
+        except Exception as error:  # noqa: BLE001 - cleanup must not turn a run red; say what was left
+            print(f"\ncould not delete the topics of {settings.namespace}: {type(error).__name__}: {error}")

@@ -185,22 +185,17 @@ async def clearing_names_another_payer(c: Any) -> list[str]:
 
 
 async def captured_hold_without_clearing(c: Any) -> list[str]:
-    # A captured hold for a payment risk rejected, which never reached funds or clearing. A captured
-    # hold counts neither in held_minor nor in the payment's status check, so only this check sees it.
-    row = await _one(
-        c,
-        "SELECT payment_id, payer_account, amount_minor, currency FROM payments p WHERE status = 'rejected'"
-        " AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.payment_id = p.payment_id) ORDER BY payment_id LIMIT 1",
-    )
+    # A captured hold with no clearing, for a payment id paystream never saw: every payment that
+    # exists has its hold checked against its status too, so only a ghost hold isolates this check.
+    # A captured hold does not count in held_minor.
+    row = await _one(c, "SELECT payer_account, currency FROM payments ORDER BY payment_id LIMIT 1")
     await c.execute(
         "INSERT INTO holds (payment_id, hold_id, account_id, amount_minor, currency, status, created_at, updated_at)"
-        " VALUES ($1, 'hold:' || $1, $2, $3, $4, 'captured', now(), now())",
-        row["payment_id"],
+        " VALUES ('ghost-captured', 'hold:ghost-captured', $1, 100, $2, 'captured', now(), now())",
         row["payer_account"],
-        row["amount_minor"],
         row["currency"],
     )
-    return [row["payment_id"]]
+    return ["ghost-captured"]
 
 
 async def _ghost_clearing(c: Any, payment_id: str) -> None:
@@ -292,8 +287,9 @@ async def amounts_moved_between_items(c: Any) -> list[str]:
 
 
 async def item_without_clearing(c: Any) -> list[str]:
-    # An item for a payment clearing never recorded, in a batch still open (a closed batch's
-    # totals would disagree too). No guard refuses either row.
+    # An item for a payment clearing never recorded (risk rejected it), in a batch still open (a
+    # closed batch's totals would disagree too). No guard refuses either row.
+    row = await _one(c, "SELECT payment_id FROM payments WHERE status = 'rejected' ORDER BY payment_id LIMIT 1")
     await c.execute(
         """INSERT INTO settlement_batches (batch_id, merchant_id, currency, cycle_start, cycle_end, cutoff_at, status,
                                            opened_at)
@@ -302,12 +298,42 @@ async def item_without_clearing(c: Any) -> list[str]:
     await c.execute(
         """INSERT INTO settlement_items (payment_id, batch_id, merchant_id, currency, gross_minor, fee_minor, net_minor,
                                          event_time, added_at)
-           VALUES ('never-cleared', 'bad:open-batch', 'merchant-001', 'EUR', 1000, 30, 970, now(), now())"""
+           VALUES ($1, 'bad:open-batch', 'merchant-001', 'EUR', 1000, 30, 970, now(), now())""",
+        row["payment_id"],
     )
-    return ["never-cleared"]
+    return [row["payment_id"]]
+
+
+async def rejected_payment_with_a_hold(c: Any) -> list[str]:
+    # An open hold (and the payer's held amount to match it) for a payment risk rejected:
+    # only the payment's own timeline can tell that funds should never have seen it.
+    row = await _one(
+        c,
+        """SELECT p.payment_id, p.payer_account, p.currency FROM payments p
+           JOIN accounts a ON a.account_id = p.payer_account
+           WHERE p.status = 'rejected' AND a.balance_minor - a.held_minor >= 1 LIMIT 1""",
+    )
+    await c.execute(
+        """INSERT INTO holds (payment_id, hold_id, account_id, amount_minor, currency, status, created_at, updated_at)
+           VALUES ($1, 'hold:' || $1, $2, 1, $3, 'held', now(), now())""",
+        row["payment_id"],
+        row["payer_account"],
+        row["currency"].strip(),
+    )
+    await c.execute("UPDATE accounts SET held_minor = held_minor + 1 WHERE account_id = $1", row["payer_account"])
+    return [row["payment_id"]]
+
+
+async def item_without_a_payment(c: Any) -> list[str]:
+    # A settlement item whose payment row is gone: every other check starts from the payment.
+    row = await _one(c, "SELECT payment_id FROM settlement_items LIMIT 1")
+    await c.execute("DELETE FROM payments WHERE payment_id = $1", row["payment_id"])
+    return [row["payment_id"]]
 
 
 BREAKAGES: dict[str, tuple[Breakage, str]] = {
+    "rejected payment with a hold": (rejected_payment_with_a_hold, "payment_status_matches_stage_records"),
+    "item without a payment": (item_without_a_payment, "settled_once_and_none_missing"),
     "entry outside any journal": (entry_outside_any_journal, "ledger_sums_to_zero_per_currency"),
     "merchant account overdrawn": (merchant_account_overdrawn, "available_not_negative"),
     "customer available negative": (customer_available_negative, "available_not_negative"),

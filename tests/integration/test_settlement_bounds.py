@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from paystream.db.pool import connect
-from paystream.prepare import drop_database, isolated_settings, prepare_environment
+from paystream.prepare import drop_database
 from paystream.reconcile import reconcile
 from paystream.settings import Settings
 from schemas.codec import encode
-from tests.support.pipeline import drain, fast_settings, generate, publish, wait_terminal
+from tests.support.pipeline import drain, fast_settings, fresh_environment, generate, publish, wait_terminal
 from workers.settlement import NEWEST_CLOSED_SQL
 from workers.settlement_close import advance_cursors, close_due_batches, next_chunk
 
@@ -30,11 +30,9 @@ PAYMENTS = 150
 @pytest.fixture(scope="module")
 async def cleared() -> AsyncIterator[Settings]:
     """Payments cleared and in open batches of a one-day cycle: nothing closes until the test says so."""
-    settings = isolated_settings(
-        fast_settings().with_overrides(settlement_cycle_s=86_400, settlement_grace_s=300),
-        f"bound{datetime.now(UTC):%H%M%S%f}",
+    settings = await fresh_environment(
+        "bound", fast_settings().with_overrides(settlement_cycle_s=86_400, settlement_grace_s=300)
     )
-    await prepare_environment(settings)
     await publish(settings, generate(PAYMENTS, settings.namespace.rstrip("."), seed=17))
     await drain(settings, idle_exit_ms=3_000)
     yield settings

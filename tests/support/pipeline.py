@@ -34,8 +34,15 @@ def fast_settings(base: Settings | None = None) -> Settings:
     )
 
 
-async def fresh_environment(prefix: str = "t") -> Settings:
-    settings = isolated_settings(fast_settings(), f"{prefix}{uuid.uuid4().hex[:8]}")
+# Every namespace a test created in this session: its topics are deleted when
+# the session ends (tests/conftest.py), so a developer's broker does not pile
+# up partition directories run after run until it runs out of file handles.
+CREATED_ENVIRONMENTS: list[Settings] = []
+
+
+async def fresh_environment(prefix: str = "t", base: Settings | None = None) -> Settings:
+    settings = isolated_settings(base or fast_settings(), f"{prefix}{uuid.uuid4().hex[:8]}")
+    CREATED_ENVIRONMENTS.append(settings)
     await prepare_environment(settings)
     return settings
 

@@ -17,6 +17,7 @@ from paystream.publisher import PaymentPublisher
 from paystream.settings import Settings
 from paystream.stage.contract import Accepted, Origin
 from schemas.codec import encode
+from schemas.money import CurrencyCode
 from schemas.payments import PaymentRequested
 
 LOCK_WAIT_S = 60.0
@@ -27,7 +28,7 @@ def payment(
     payer: str = "payer-000000",
     merchant: str = "merchant-000",
     amount_minor: int = 1_000,
-    currency: str = "EUR",
+    currency: CurrencyCode = "EUR",
     created_at: datetime | None = None,
 ) -> PaymentRequested:
     """A request the demo world approves: payer-000000 is open and rich in EUR, merchant-000 takes EUR."""
