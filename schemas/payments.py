@@ -104,6 +104,7 @@ class PaymentCleared(Event, frozen=True, kw_only=True):
 # (its record was isolated as poison, or clearing found no fee schedule); any
 # hold was released. Terminal, like rejected, declined and settled.
 OutcomeStatus = Literal["rejected", "declined", "failed", "cleared", "settled"]
+OutcomeStage = Literal["risk", "funds", "clearing", "settlement"]
 
 
 class PaymentOutcome(Event, frozen=True, kw_only=True):
@@ -114,7 +115,7 @@ class PaymentOutcome(Event, frozen=True, kw_only=True):
     event_id: RefText
     payment_id: IdText
     status: OutcomeStatus
-    stage: Literal["risk", "funds", "clearing", "settlement"]
+    stage: OutcomeStage
     reasons: Reasons
     payer_account: IdText
     merchant_id: IdText
@@ -128,7 +129,7 @@ class PaymentOutcome(Event, frozen=True, kw_only=True):
 def outcome_of(
     payment: PaymentRequested,
     status: OutcomeStatus,
-    stage: Literal["risk", "funds", "clearing", "settlement"],
+    stage: OutcomeStage,
     occurred_at: datetime,
     reasons: list[str] | None = None,
     batch_id: str | None = None,

@@ -15,8 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from paystream.stage.contract import Output
-from schemas.payments import PaymentOutcome, outcome_event_id
-from topology.topics import PAYMENTS_OUTCOMES
+from workers.outcomes import outcome_from_row
 
 REASON_CHARS_MAX = 200
 
@@ -88,23 +87,4 @@ async def fail_payments(
            ORDER BY payment_id""",
         payment_ids,
     )
-    return [
-        Output(
-            PAYMENTS_OUTCOMES,
-            row["payment_id"],
-            PaymentOutcome(
-                event_id=outcome_event_id(row["payment_id"], "failed"),
-                payment_id=row["payment_id"],
-                status="failed",
-                stage=stage,
-                reasons=list(row["failure_reasons"]),
-                payer_account=row["payer_account"],
-                merchant_id=row["merchant_id"],
-                amount_minor=row["amount_minor"],
-                currency=row["currency"].strip(),
-                created_at=row["created_at"],
-                occurred_at=row["failed_at"],
-            ),
-        )
-        for row in rows
-    ]
+    return [outcome_from_row(row, "failed", stage, row["failed_at"], row["failure_reasons"]) for row in rows]

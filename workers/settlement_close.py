@@ -25,9 +25,9 @@ import structlog
 
 from paystream.ledger import journal, merchant_pending_account, payout_clearing_account, post_journals
 from paystream.stage.contract import Output
-from schemas.payments import PaymentOutcome, outcome_event_id
 from schemas.settlement import SettlementBatchClosed, batch_closed_event_id
-from topology.topics import PAYMENTS_OUTCOMES, SETTLEMENTS_CLOSED
+from topology.topics import SETTLEMENTS_CLOSED
+from workers.outcomes import outcome_from_row
 
 # Bounds on one tick's transactions: a daily cut-off that closes every
 # merchant's batch at once is spread over ticks instead of one giant transaction.
@@ -218,21 +218,4 @@ def _batch_closed(b: Any) -> Output:
 
 
 def _settled(item: Any, batch_id: str) -> Output:
-    return Output(
-        PAYMENTS_OUTCOMES,
-        item["payment_id"],
-        PaymentOutcome(
-            event_id=outcome_event_id(item["payment_id"], "settled"),
-            payment_id=item["payment_id"],
-            status="settled",
-            stage="settlement",
-            reasons=[],
-            payer_account=item["payer_account"],
-            merchant_id=item["merchant_id"],
-            amount_minor=item["amount_minor"],
-            currency=item["currency"].strip(),
-            created_at=item["created_at"],
-            occurred_at=item["settled_at"],
-            batch_id=batch_id,
-        ),
-    )
+    return outcome_from_row(item, "settled", "settlement", item["settled_at"], batch_id=batch_id)
