@@ -117,7 +117,7 @@ class Decoder(Generic[E]):
         try:
             event = self._decoder.decode(raw)
         except msgspec.ValidationError as error:
-            return _reason(str(error), "schema")
+            return _reason(str(error), "schema", raw)
         except msgspec.DecodeError as error:
             return _undecodable(raw, str(error))
         # The re-encoding shows whether a string is unstorable: msgspec writes NUL as
@@ -357,7 +357,11 @@ def find_repeated_key(raw: bytes) -> Invalid | None:
     )
 
 
-def _reason(message: str, default_rule: str) -> Invalid:
+def _reason(message: str, default_rule: str, raw: bytes | None = None) -> Invalid:
+    if raw is not None and message.startswith(_UNKNOWN_FIELD):
+        found = _unknown_field(message, raw)
+        if found is not None:
+            return found
     match = _AT_PATH.match(message)
     assert match is not None  # the pattern matches any string
     text = match.group("message")
@@ -387,6 +391,62 @@ def _reason(message: str, default_rule: str) -> Invalid:
             rule = "timezone"
         return Invalid(path or "$", rule, text)
     return Invalid(path or "$", default_rule, text)
+
+
+_UNKNOWN_FIELD = "Object contains unknown field `"
+_SUFFIX_START = re.compile(r"` - at `\$")
+_PATH_STEP = re.compile(r"\.(?P<key>\w+)|\[(?P<index>\d+)\]")
+
+
+def _unknown_field(message: str, raw: bytes) -> Invalid | None:
+    """Name an unknown field as sent, even when its name looks like msgspec's " - at `$.path`" suffix.
+
+    msgspec writes `unknown field `NAME`` and, below the top level, ` - at `$PATH``;
+    a name may itself contain that suffix, so each way of reading the message is
+    checked against the document: the one whose object really holds that key wins.
+    A real suffix always follows the name's closing backtick, so a message with
+    no "` - at `$" in it can be read one way only. None when no reading fits.
+    """
+    body = message[len(_UNKNOWN_FIELD) :]
+    readings = [(body[:-1], "")] if body.endswith("`") else []
+    for suffix in _SUFFIX_START.finditer(body):
+        rest = body[suffix.end() :]
+        if rest.endswith("`") and "`" not in rest[:-1]:
+            readings.append((body[: suffix.start()], rest[:-1]))
+    if len(readings) == 1:
+        name, path = readings[0]
+        return Invalid(_join(path.lstrip("."), name), "unknown_field", f"Object contains unknown field `{name}`")
+    if not readings:
+        return None
+    try:
+        document = json.loads(raw.decode("utf-8"), parse_int=str, parse_float=str, parse_constant=str)
+    except (ValueError, RecursionError):
+        return None
+    for name, path in readings:
+        holder = _at_path(document, path)
+        if isinstance(holder, dict) and name in holder:
+            return Invalid(_join(path.lstrip("."), name), "unknown_field", f"Object contains unknown field `{name}`")
+    return None
+
+
+def _at_path(document: Any, path: str) -> Any:
+    """The value at a msgspec path like `.payment` or `.items[2]`; None when the document has none there."""
+    node, position = document, 0
+    while position < len(path):
+        step = _PATH_STEP.match(path, position)
+        if step is None:
+            return None
+        if step.group("key") is not None:
+            if not isinstance(node, dict) or step.group("key") not in node:
+                return None
+            node = node[step.group("key")]
+        else:
+            index = int(step.group("index"))
+            if not isinstance(node, list) or index >= len(node):
+                return None
+            node = node[index]
+        position = step.end()
+    return node
 
 
 def _join(path: str, name: str) -> str:

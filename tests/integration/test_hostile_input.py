@@ -408,13 +408,6 @@ async def test_a_lone_surrogate_is_refused_as_text_whatever_follows_it(outcome: 
     assert not mismatches, "\n".join(mismatches)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="decoder gap: an unknown field named like `x - at `$.amount_minor` is dead-lettered with the field"
-    " taken from the name's tail (`amount_minor`) and rule `schema` (or `unknown_field` on a truncated name):"
-    " schemas/codec.py `_reason` parses msgspec's message, and the name itself can end like its path suffix",
-)
 async def test_an_unknown_field_is_named_as_sent_even_when_it_ends_like_a_path(outcome: Outcome) -> None:
     mismatches = _documented_mismatches(outcome, PATH_SUFFIX)
     assert not mismatches, "\n".join(mismatches)

@@ -524,3 +524,21 @@ def test_a_lone_surrogate_is_named_whatever_follows_it(tail: bytes, field: str) 
     document.pop("metadata", None)
     data = msgspec.json.encode(document).replace(b'"PLACEHOLDER"', b'"p1\\ud800"')
     assert refusal(REQUESTED, data[:-1] + tail) == (field, "text")
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (b'{"note - at `$.amount_minor": 1}', "note - at `$.amount_minor"),
+        (b'{"note` - at `$.amount_minor": 1}', "note` - at `$.amount_minor"),
+        (b'{"zz": 1}', "zz"),
+        (b'{"a`b": 1}', "a`b"),
+    ],
+)
+def test_an_unknown_field_is_named_as_sent_even_when_it_looks_like_a_path(data: bytes, field: str) -> None:
+    assert refusal(REQUESTED, data) == (field, "unknown_field")
+
+
+def test_a_nested_unknown_field_is_named_with_its_path_even_when_it_looks_like_one() -> None:
+    assert refusal(RISK, b'{"payment": {"zz": 1}}') == ("payment.zz", "unknown_field")
+    assert refusal(RISK, b'{"payment": {"zz` - at `$.x": 1}}') == ("payment.zz` - at `$.x", "unknown_field")
