@@ -28,9 +28,10 @@ from paystream.chaos.processes import settings_environment
 from paystream.db.pool import connect
 from paystream.prepare import drop_database
 from paystream.settings import CRASH_POINTS, TICK_CRASH_POINTS, Settings
+from paystream.topic_scan import read_topic
 from tests.support.pipeline import drain, fresh_environment, generate, publish, wait_terminal
 from tests.support.stages import payment, publish_requests
-from workers import STAGE_NAMES
+from workers import STAGE_NAMES, build_stage
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -81,16 +82,31 @@ async def _install_poison(settings: Settings, stage: str) -> None:
         await connection.close()
 
 
-async def _dead_letter_count(settings: Settings, stage: str) -> int:
+async def _poison_dead_letters(
+    settings: Settings, stage: str
+) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
+    """Origins of the stage's `stage_error` dead letters, and of every copy of the poison record on its input topic.
+
+    An upstream stage killed before its offset commit re-sends its events, so
+    the poison event may sit on the input topic more than once (same event,
+    other offsets): each copy must be dead-lettered exactly once, nothing else.
+    """
+    topic = settings.topic(build_stage(stage, settings).input_topic)
+    copies = sorted(
+        (record.topic, record.partition, record.offset)
+        for record in await read_topic(settings, topic)
+        if b"-poison" in (record.value or b"")
+    )
     connection = await connect(settings)
     try:
-        return int(
-            await connection.fetchval(
-                "SELECT count(*) FROM dead_letters WHERE stage = $1 AND rule = 'stage_error'", stage
-            )
+        rows = await connection.fetch(
+            """SELECT origin_topic, origin_partition, origin_offset FROM dead_letters
+               WHERE stage = $1 AND rule = 'stage_error' ORDER BY 1, 2, 3""",
+            stage,
         )
     finally:
         await connection.close()
+    return [(r["origin_topic"], r["origin_partition"], r["origin_offset"]) for r in rows], copies
 
 
 async def _run_until_crash(settings: Settings, stage: str, point: str) -> tuple[int, str]:
@@ -145,7 +161,9 @@ async def test_crash_point(environments: dict[str, Settings], stage: str, point:
         assert report.problems() == []
         assert report.ok
         if isolating:
-            assert await _dead_letter_count(settings, stage) == 1
+            letters, copies = await _poison_dead_letters(settings, stage)
+            assert copies, "the poison record never reached the stage"
+            assert letters == copies
     finally:
         if isolating and os.environ.get("KEEP_TEST_DB") != "1":
             await drop_database(settings)
