@@ -31,14 +31,13 @@ from paystream.stage.contract import Accepted, Output, Refused, StageResult, Tic
 from schemas.payments import (
     FundsHeld,
     PaymentCleared,
-    PaymentOutcome,
     clearing_event_id,
-    outcome_event_id,
 )
-from topology.topics import FUNDS_HELD, PAYMENTS_CLEARED, PAYMENTS_OUTCOMES
+from topology.topics import FUNDS_HELD, PAYMENTS_CLEARED
 from workers.clearing_store import Cleared, OpenHold, fee_schedules, lock_holds, store_clearings, stored_clearings
 from workers.failures import Identity, fail_payments
 from workers.fees import FeeSchedule, split
+from workers.outcomes import outcome_from_row
 
 NO_FEE_SCHEDULE = "no_fee_schedule"
 
@@ -162,21 +161,17 @@ def _outputs(done: Cleared) -> list[Output]:
                 cleared_at=done.cleared_at,
             ),
         ),
-        Output(
-            PAYMENTS_OUTCOMES,
-            done.payment_id,
-            PaymentOutcome(
-                event_id=outcome_event_id(done.payment_id, "cleared"),
-                payment_id=done.payment_id,
-                status="cleared",
-                stage="clearing",
-                reasons=[],
-                payer_account=done.payer_account,
-                merchant_id=done.merchant_id,
-                amount_minor=done.gross_minor,
-                currency=done.currency,
-                created_at=done.event_time,
-                occurred_at=done.cleared_at,
-            ),
+        outcome_from_row(
+            {
+                "payment_id": done.payment_id,
+                "payer_account": done.payer_account,
+                "merchant_id": done.merchant_id,
+                "amount_minor": done.gross_minor,
+                "currency": done.currency,
+                "created_at": done.event_time,
+            },
+            "cleared",
+            "clearing",
+            done.cleared_at,
         ),
     ]
