@@ -443,7 +443,7 @@ async def ensure_limits(connection: Any, limits: Sequence[CurrencyLimits], opera
                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[], $4::bigint[], $5::int[],
                                          $6::bigint[], $7::bigint[])
                     ON CONFLICT (currency) DO NOTHING
-                    RETURNING *
+                    RETURNING currency, {_LIMIT_COLUMNS}
                 )
                 INSERT INTO risk_config_audit (action, subject, old_value, new_value, operator)
                 SELECT 'limits.set', currency, NULL, to_jsonb(added) - 'currency', $8 FROM added ORDER BY currency
