@@ -487,3 +487,28 @@ async def test_history_command_and_the_default_operator(database: Settings, conn
     assert len(lines) == 3
     one = await cli(database, "risk", "history", "--subject", "merchant:merchant-002")
     assert [line.split()[0] for line in one.out.splitlines()[1:]] == [str(before + 1)]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["risk", "limits", "show"],
+        ["risk", "limits", "set", "USD", "--txn-amount-max", "5"],
+        ["risk", "block", "payer", "payer-000001", "--reason", "r"],
+        ["risk", "unblock", "payer", "payer-000001"],
+        ["risk", "list"],
+        ["risk", "history"],
+    ],
+    ids=" ".join,
+)
+async def test_an_unmigrated_database_is_one_line(argv: list[str]) -> None:
+    settings = isolated_settings(load_settings(), f"riskcfgempty{uuid.uuid4().hex[:8]}")
+    assert await create_database(settings)
+    try:
+        ran = await cli(settings, *argv)
+    finally:
+        await drop_database(settings)
+    assert (ran.code, ran.out) == (2, "")
+    assert (
+        ran.err == f"paystream: error: database {settings.database_url} is not migrated: run `paystream db migrate`\n"
+    )
