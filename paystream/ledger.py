@@ -38,6 +38,8 @@ class Journal:
     legs: tuple[tuple[str, int], ...]
     payment_id: str | None = None
     batch_id: str | None = None
+    # The account request (deposit, withdrawal) the journal answers.
+    request_id: str | None = None
 
     def __post_init__(self) -> None:
         assert self.legs, f"journal {self.journal_id} has no entries"
@@ -52,8 +54,10 @@ def journal(
     legs: Sequence[tuple[str, int]],
     payment_id: str | None = None,
     batch_id: str | None = None,
+    request_id: str | None = None,
 ) -> Journal:
-    return Journal(journal_id, kind, currency, tuple(leg for leg in legs if leg[1] != 0), payment_id, batch_id)
+    legs = tuple(leg for leg in legs if leg[1] != 0)
+    return Journal(journal_id, kind, currency, legs, payment_id, batch_id, request_id)
 
 
 def clearing_journal(
@@ -79,9 +83,9 @@ async def post_journals(connection: Any, journals: Sequence[Journal], at: dateti
         return
     await connection.execute(
         """
-        INSERT INTO journals (journal_id, kind, payment_id, batch_id, currency, created_at)
-        SELECT j, k, p, b, c, $6 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-            AS v(j, k, p, b, c)
+        INSERT INTO journals (journal_id, kind, payment_id, batch_id, currency, created_at, request_id)
+        SELECT j, k, p, b, c, $6, r
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $7::text[]) AS v(j, k, p, b, c, r)
         """,
         [j.journal_id for j in journals],
         [j.kind for j in journals],
@@ -89,6 +93,7 @@ async def post_journals(connection: Any, journals: Sequence[Journal], at: dateti
         [j.batch_id for j in journals],
         [j.currency for j in journals],
         at,
+        [j.request_id for j in journals],
     )
     legs = [(j.journal_id, account, j.currency, amount) for j in journals for account, amount in j.legs]
     await connection.execute(

@@ -7,14 +7,17 @@ namespace and its own database, so runs never see each other's data.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
 from paystream.db.migrate import migrate
 from paystream.db.pool import connect
+from paystream.demo_data import build_world
 from paystream.errors import ServiceUnavailableError
-from paystream.seed import seed_world
+from paystream.seed import seed_configuration, seed_world
+from paystream.seed_accounts import demo_account_requests, publish_account_requests
 from paystream.settings import Settings
 from topology.apply import apply_topology
 
@@ -82,14 +85,31 @@ async def delete_topics(settings: Settings) -> int:
         await admin.close()
 
 
-async def prepare_environment(settings: Settings, seed: bool = True) -> None:
-    """Database, migrations, topics and (by default) the demo world; idempotent."""
+async def prepare_environment(settings: Settings, seed: bool = True, publish_accounts: bool = False) -> None:
+    """Database, migrations, topics and (by default) the demo world; idempotent.
+
+    The world's customer accounts are opened and funded by account requests:
+    applied in-process through the stages' code (the default: tests and
+    benchmarks need them in place at once), or, with `publish_accounts`,
+    published to the request topic for the running stages to apply (the demo).
+    """
     await create_database(settings)
     connection = await connect(settings)
     try:
         await migrate(connection)
-        if seed:
-            await seed_world(connection)
     finally:
         await connection.close()
     await apply_topology(settings)
+    if not seed:
+        return
+    connection = await connect(settings)
+    try:
+        if publish_accounts:
+            world = build_world()
+            await seed_configuration(connection, world)
+        else:
+            await seed_world(connection)
+    finally:
+        await connection.close()
+    if publish_accounts:
+        await publish_account_requests(settings, demo_account_requests(world, datetime.now(UTC)))

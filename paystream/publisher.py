@@ -1,8 +1,9 @@
 """The Python publisher for upstream systems.
 
-Validates each payment against the contract before sending (a Struct built
-in code skips msgspec's checks, so it is encoded and decoded once), keys it
-by payer so one payer's payments stay in order, and waits for acks=all.
+Validates each payment or account request against its contract before
+sending (a Struct built in code skips msgspec's checks, so it is encoded and
+decoded once), keys it by the payer's account so one account's requests and
+payments stay in order, and waits for acks=all.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from paystream.errors import PaystreamError
 from paystream.kafka import make_producer
 from paystream.settings import Settings
+from schemas.accounts import REQUEST_TYPES, AccountRequest, request_kind
 from schemas.codec import Decoder, Invalid, encode
 from schemas.payments import PaymentRequested
 from topology.topics import PAYMENTS_REQUESTED
@@ -23,8 +25,10 @@ IN_FLIGHT_MAX = 5_000
 
 
 class InvalidPaymentError(PaystreamError):
-    def __init__(self, payment_id: str, reason: Invalid) -> None:
-        super().__init__(f"payment {payment_id} is invalid: {reason}")
+    """A payment or account request that breaks its contract; `what` names it ("payment pay-1", "deposit d-1")."""
+
+    def __init__(self, payment_id: str, reason: Invalid, what: str = "payment") -> None:
+        super().__init__(f"{what} {payment_id} is invalid: {reason}")
         self.reason = reason
 
 
@@ -33,7 +37,9 @@ class PaymentPublisher:
         self.settings = settings
         self.topic = settings.topic(PAYMENTS_REQUESTED)
         self.producer = make_producer(settings, client_id)
-        self.decoder = Decoder(PaymentRequested, settings.record_bytes_max)
+        self.decoder: Decoder[PaymentRequested | AccountRequest] = Decoder(
+            (PaymentRequested, *REQUEST_TYPES.values()), settings.record_bytes_max
+        )
         self._pending: list[asyncio.Future[Any]] = []
 
     async def __aenter__(self) -> PaymentPublisher:
@@ -49,16 +55,22 @@ class PaymentPublisher:
         finally:
             await self.producer.stop()
 
-    def validate(self, payment: PaymentRequested) -> bytes:
-        value = encode(payment)
+    def validate(self, event: PaymentRequested | AccountRequest) -> bytes:
+        value = encode(event)
         checked = self.decoder.decode(value)
         if isinstance(checked, Invalid):
-            raise InvalidPaymentError(payment.payment_id, checked)
+            if isinstance(event, PaymentRequested):
+                raise InvalidPaymentError(event.payment_id, checked)
+            raise InvalidPaymentError(event.request_id, checked, request_kind(event))
         return value
 
     async def publish(self, payment: PaymentRequested) -> None:
         """Queue one validated payment; `flush` (or leaving the context) waits for the acks."""
         await self.send_raw(payment.payer_account.encode(), self.validate(payment))
+
+    async def publish_account_request(self, request: AccountRequest) -> None:
+        """Queue one validated account request, keyed by its account like that account's payments."""
+        await self.send_raw(request.account_id.encode(), self.validate(request))
 
     async def publish_many(self, payments: Iterable[PaymentRequested]) -> int:
         count = 0

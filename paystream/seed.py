@@ -1,4 +1,9 @@
-"""Write the demo world into PostgreSQL: idempotent, set-based, one transaction."""
+"""Write the demo world into PostgreSQL: idempotent, set-based, one transaction.
+
+Merchants, fee schedules and risk rules are configuration; customer accounts
+and their money come from account requests applied by the stages' own code
+(`paystream.seed_accounts`): no account or balance is written here.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from paystream.ledger import (
     merchant_pending_account,
     payout_clearing_account,
 )
+from paystream.seed_accounts import apply_account_requests, demo_account_requests
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,19 +26,35 @@ class SeedCounts:
     payers: int
     merchants: int
     fee_schedules: int
-    funding_journals: int
+    account_requests: int
 
     def __str__(self) -> str:
         return (
             f"{self.payers} payer accounts, {self.merchants} merchants, {self.fee_schedules} fee schedules,"
-            f" {self.funding_journals} funding journals added"
+            f" {self.account_requests} account requests applied"
         )
 
 
 async def seed_world(connection: Any, world: DemoWorld | None = None) -> SeedCounts:
-    """Insert what is missing; an existing row is never changed (re-running changes nothing)."""
+    """The configuration, then the payers' account requests applied in-process; re-running changes nothing."""
     world = world or build_world()
+    configured = await seed_configuration(connection, world)
     now = datetime.now(UTC)
+    opened_before = await _count(connection, "SELECT count(*) FROM accounts WHERE kind = 'customer'")
+    applied_before = await _count(connection, "SELECT count(*) FROM account_operations")
+    await apply_account_requests(connection, demo_account_requests(world, now), now)
+    opened = await _count(connection, "SELECT count(*) FROM accounts WHERE kind = 'customer'") - opened_before
+    applied = await _count(connection, "SELECT count(*) FROM account_operations") - applied_before
+    return SeedCounts(opened, configured.merchants, configured.fee_schedules, applied)
+
+
+async def _count(connection: Any, query: str) -> int:
+    value = await connection.fetchval(query)
+    return int(value)
+
+
+async def seed_configuration(connection: Any, world: DemoWorld) -> SeedCounts:
+    """Merchants, fee schedules, platform accounts and risk rules: what is missing is inserted."""
     async with connection.transaction():
         platform = [
             (account, kind, "platform", currency)
@@ -55,38 +77,6 @@ async def seed_world(connection: Any, world: DemoWorld | None = None) -> SeedCou
             [a[1] for a in platform],
             [a[2] for a in platform],
             [a[3] for a in platform],
-        )
-        payers = await connection.fetch(
-            """INSERT INTO accounts (account_id, kind, owner_id, currency, status, balance_minor)
-               SELECT id, 'customer', id, c, s, b FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
-                   AS v(id, c, s, b)
-               ON CONFLICT (account_id) DO NOTHING
-               RETURNING account_id, currency, balance_minor""",
-            [p.account_id for p in world.payers],
-            [p.currency for p in world.payers],
-            [p.status for p in world.payers],
-            [p.balance_minor for p in world.payers],
-        )
-        # Each new payer's opening balance comes from a balanced funding journal.
-        funded = [r for r in payers if r["balance_minor"] > 0]
-        await connection.execute(
-            """INSERT INTO journals (journal_id, kind, currency, created_at)
-               SELECT 'fund:' || id, 'funding', c, $3::timestamptz FROM unnest($1::text[], $2::text[]) AS v(id, c)""",
-            [r["account_id"] for r in funded],
-            [r["currency"] for r in funded],
-            now,
-        )
-        await connection.execute(
-            """INSERT INTO entries (journal_id, account_id, currency, amount_minor, created_at)
-               SELECT 'fund:' || id, id, c, b, $4::timestamptz
-               FROM unnest($1::text[], $2::text[], $3::bigint[]) AS v(id, c, b)
-               UNION ALL
-               SELECT 'fund:' || id, 'platform:funding:' || c, c, -b, $4
-               FROM unnest($1::text[], $2::text[], $3::bigint[]) AS v(id, c, b)""",
-            [r["account_id"] for r in funded],
-            [r["currency"] for r in funded],
-            [r["balance_minor"] for r in funded],
-            now,
         )
         merchants = await connection.fetch(
             """INSERT INTO merchants (merchant_id, name) SELECT * FROM unnest($1::text[], $2::text[])
@@ -132,4 +122,4 @@ async def seed_world(connection: Any, world: DemoWorld | None = None) -> SeedCou
             [b[1] for b in blocked],
             [b[2] for b in blocked],
         )
-    return SeedCounts(len(payers), len(merchants), len(added_schedules), len(funded))
+    return SeedCounts(0, len(merchants), len(added_schedules), 0)

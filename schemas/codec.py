@@ -88,8 +88,29 @@ class Invalid:
         return f"{self.field}: {self.rule} ({self.detail})"
 
 
+class _SchemaName(msgspec.Struct):
+    """Only the `schema` field of a document, to pick the type that decodes it."""
+
+    schema: str | None = None
+
+
+_SCHEMA_NAME = msgspec.json.Decoder(_SchemaName)
+
+
+def schema_name_of(event_type: type[msgspec.Struct]) -> str:
+    """The `schema` field's fixed value (`schema: Literal["x"] = "x"`) of a contract."""
+    for field in msgspec.structs.fields(event_type):
+        if field.name == "schema" and isinstance(field.default, str):
+            return field.default
+    raise TypeError(f"{event_type.__name__} has no fixed `schema` field")
+
+
 class Decoder(Generic[E]):
-    """A reusable strict decoder for one event type.
+    """A reusable strict decoder for one event type, or for several on one topic.
+
+    Given several types, the document's `schema` field picks the type (the
+    first type when the field is absent, so a payment request that omits it
+    still decodes as one); an unknown name is refused with rule `schema`.
 
     `admit`, when given, is asked about every event that passed every other
     rule, with the record's time (`decode`'s `record_time`, or now when the
@@ -98,24 +119,48 @@ class Decoder(Generic[E]):
 
     def __init__(
         self,
-        event_type: type[E],
+        event_type: type[E] | tuple[type[msgspec.Struct], ...],
         record_bytes_max: int = 64 * 1024,
         admit: Callable[[E, datetime], Invalid | None] | None = None,
     ) -> None:
-        self.event_type = event_type
+        types = event_type if isinstance(event_type, tuple) else (event_type,)
+        self.event_type = types[0]
         self.record_bytes_max = record_bytes_max
         self.admit = admit
-        self._decoder = msgspec.json.Decoder(event_type)
-        # Room kept for the events derived from this one (payment requests only).
-        self.reserved_bytes = RESERVED_BYTES.get(event_type, 0)
+        self._decoder = msgspec.json.Decoder(types[0])
+        # One decoder per schema name when the topic carries several types.
+        self._by_schema: dict[str, msgspec.json.Decoder[Any]] = (
+            {schema_name_of(t): msgspec.json.Decoder(t) for t in types} if len(types) > 1 else {}
+        )
+        # Room kept for the events derived from each type (payment requests only).
+        self._reserved = {t: RESERVED_BYTES.get(t, 0) for t in types}
+        self.reserved_bytes = self._reserved[types[0]]
+
+    def _decoder_for(self, raw: bytes) -> msgspec.json.Decoder[Any] | Invalid:
+        if not self._by_schema:
+            return self._decoder
+        try:
+            name = _SCHEMA_NAME.decode(raw).schema
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return self._decoder  # not JSON, or `schema` not a string: the main decoder says what is wrong
+        if name is None:
+            return self._decoder
+        found = self._by_schema.get(name)
+        if found is None:
+            known = ", ".join(sorted(self._by_schema))
+            return Invalid("schema", "schema", f"unknown event schema {name!r} on this topic; known: {known}")
+        return found
 
     def decode(self, raw: bytes | None, record_time: datetime | None = None) -> E | Invalid:
         if raw is None:
             return Invalid("$", "required", "the record has no value")
         if len(raw) > self.record_bytes_max:
             return Invalid("$", "size", f"{len(raw)} bytes exceeds the limit of {self.record_bytes_max}")
+        decoder = self._decoder_for(raw)
+        if isinstance(decoder, Invalid):
+            return decoder
         try:
-            event = self._decoder.decode(raw)
+            event: E = decoder.decode(raw)
         except msgspec.ValidationError as error:
             return _reason(str(error), "schema", raw)
         except msgspec.DecodeError as error:
@@ -134,11 +179,12 @@ class Decoder(Generic[E]):
             problem = find_repeated_key(raw)
             if problem is not None:
                 return problem
-        if self.reserved_bytes and len(canonical) + self.reserved_bytes > self.record_bytes_max:
+        reserved_bytes = self._reserved.get(type(event), 0)
+        if reserved_bytes and len(canonical) + reserved_bytes > self.record_bytes_max:
             return Invalid(
                 "$",
                 "size",
-                f"{len(canonical)} bytes as re-encoded, plus {self.reserved_bytes} bytes that the events derived"
+                f"{len(canonical)} bytes as re-encoded, plus {reserved_bytes} bytes that the events derived"
                 f" from it may add (risk.assessed, funds.held), exceeds the limit of {self.record_bytes_max}",
             )
         if self.admit is not None:

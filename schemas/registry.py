@@ -35,6 +35,17 @@ from typing import Any, Final
 
 import msgspec
 
+from schemas.accounts import (
+    AccountCloseRequested,
+    AccountOpenRequested,
+    AccountOutcome,
+    AccountRequestApproved,
+    DepositRequested,
+    WithdrawalRequested,
+    account_outcome_event_id,
+    account_request_event_id,
+    journal_id_for,
+)
 from schemas.dead_letter import DeadLetter, dead_letter_event_id
 from schemas.payments import (
     Event,
@@ -64,6 +75,12 @@ EVENT_TYPES: Final[Mapping[str, type[Event]]] = MappingProxyType(
         "payment.outcome": PaymentOutcome,
         "settlement.batch_closed": SettlementBatchClosed,
         "dead_letter": DeadLetter,
+        "account.open.requested": AccountOpenRequested,
+        "account.close.requested": AccountCloseRequested,
+        "deposit.requested": DepositRequested,
+        "withdrawal.requested": WithdrawalRequested,
+        "account.request.approved": AccountRequestApproved,
+        "account.outcome": AccountOutcome,
     }
 )
 
@@ -152,6 +169,56 @@ EXAMPLES: Final[Mapping[str, Event]] = MappingProxyType(
             raw_text='{"payment_id":"pay-x","amount_minor":0}',
             raw_bytes=39,
             received_at=_AT,
+        ),
+        "account.open.requested": AccountOpenRequested(
+            request_id="open-acct-payer-17",
+            account_id="acct-payer-17",
+            owner_id="cust-17",
+            currency="EUR",
+            created_at=datetime(2026, 3, 1, 9, 0, tzinfo=UTC),
+        ),
+        "account.close.requested": AccountCloseRequested(
+            request_id="close-acct-payer-17",
+            account_id="acct-payer-17",
+            created_at=datetime(2026, 3, 9, 17, 0, tzinfo=UTC),
+        ),
+        "deposit.requested": DepositRequested(
+            request_id="dep-20260301-0001",
+            account_id="acct-payer-17",
+            amount_minor=5000,
+            currency="EUR",
+            source_ref="SEPA-CT 2026030100017",
+            created_at=datetime(2026, 3, 1, 9, 5, tzinfo=UTC),
+            metadata={"channel": "bank_transfer"},
+        ),
+        "withdrawal.requested": WithdrawalRequested(
+            request_id="wd-20260305-0001",
+            account_id="acct-payer-17",
+            amount_minor=2000,
+            currency="EUR",
+            destination_ref="DE89370400440532013000",
+            created_at=datetime(2026, 3, 5, 12, 0, tzinfo=UTC),
+        ),
+        "account.request.approved": AccountRequestApproved(
+            event_id=account_request_event_id("deposit", "dep-20260301-0001"),
+            kind="deposit",
+            request_id="dep-20260301-0001",
+            account_id="acct-payer-17",
+            assessed_at=_AT,
+        ),
+        "account.outcome": AccountOutcome(
+            event_id=account_outcome_event_id("deposit", "dep-20260301-0001"),
+            kind="deposit",
+            request_id="dep-20260301-0001",
+            account_id="acct-payer-17",
+            status="succeeded",
+            stage="funds",
+            reasons=[],
+            amount_minor=5000,
+            currency="EUR",
+            journal_id=journal_id_for("deposit", "dep-20260301-0001"),
+            created_at=datetime(2026, 3, 1, 9, 5, tzinfo=UTC),
+            occurred_at=_AT,
         ),
     }
 )

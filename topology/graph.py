@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from topology.topics import (
+    ACCOUNTS_OUTCOMES,
     DEAD_LETTER,
     FUNDS_HELD,
     PAYMENTS_APPROVED,
@@ -26,8 +27,8 @@ from topology.topics import (
 class StageSpec:
     """One node of the graph.
 
-    `consumes` is a tuple because the external `downstream` node reads two
-    topics; every money stage reads exactly one. `key_owner` is the record key
+    `consumes` is a tuple because the external `downstream` node reads
+    several topics; every money stage reads exactly one. `key_owner` is the record key
     whose rows this stage alone writes (its input topic's key), empty for
     external systems.
     """
@@ -56,22 +57,22 @@ STAGES: tuple[StageSpec, ...] = (
         consumes=(),
         produces=(PAYMENTS_REQUESTED,),
         key_owner="",
-        description="systems that request payments",
+        description="systems that request payments and open, fund and pay out accounts",
         external=True,
     ),
     StageSpec(
         name="risk",
         consumes=(PAYMENTS_REQUESTED,),
-        produces=(PAYMENTS_APPROVED, *_OUTPUTS_OF_EVERY_STAGE),
+        produces=(PAYMENTS_APPROVED, ACCOUNTS_OUTCOMES, *_OUTPUTS_OF_EVERY_STAGE),
         key_owner="payer_account",
-        description="limits, velocity, blocklists: approve or reject",
+        description="limits, velocity, blocklists: approve or reject payments and withdrawals",
     ),
     StageSpec(
         name="funds",
         consumes=(PAYMENTS_APPROVED,),
-        produces=(FUNDS_HELD, *_OUTPUTS_OF_EVERY_STAGE),
+        produces=(FUNDS_HELD, ACCOUNTS_OUTCOMES, *_OUTPUTS_OF_EVERY_STAGE),
         key_owner="payer_account",
-        description="hold the amount on the payer's account or decline",
+        description="hold the amount on the payer's account or decline; open, fund, pay out and close accounts",
     ),
     StageSpec(
         name="clearing",
@@ -89,7 +90,7 @@ STAGES: tuple[StageSpec, ...] = (
     ),
     StageSpec(
         name="downstream",
-        consumes=(PAYMENTS_OUTCOMES, SETTLEMENTS_CLOSED),
+        consumes=(PAYMENTS_OUTCOMES, ACCOUNTS_OUTCOMES, SETTLEMENTS_CLOSED),
         produces=(),
         key_owner="",
         description="systems that act on outcomes and settlements",

@@ -19,6 +19,7 @@ PAYMENTS_APPROVED = "payments.approved"
 FUNDS_HELD = "funds.held"
 PAYMENTS_CLEARED = "payments.cleared"
 PAYMENTS_OUTCOMES = "payments.outcomes"
+ACCOUNTS_OUTCOMES = "accounts.outcomes"
 SETTLEMENTS_CLOSED = "settlements.closed"
 DEAD_LETTER = "paystream.dead-letter"
 
@@ -85,10 +86,13 @@ TOPICS: tuple[TopicSpec, ...] = (
         name=PAYMENTS_REQUESTED,
         partitions=8,
         key="payer_account",
-        value_schema="payment.requested",
+        # One payer-keyed topic for everything that touches a payer's account, so
+        # an account's deposits, withdrawals and payments keep their order (§13).
+        value_schema="payment.requested | account.open.requested | account.close.requested"
+        " | deposit.requested | withdrawal.requested",
         retention_ms=7 * DAY_MS,
         cleanup_policy="delete",
-        description="payment requests from upstream systems",
+        description="payment and account requests from upstream systems (key: the payer's account)",
         # The risk stage's event-time window is measured from the append time.
         timestamp_type="LogAppendTime",
     ),
@@ -96,10 +100,10 @@ TOPICS: tuple[TopicSpec, ...] = (
         name=PAYMENTS_APPROVED,
         partitions=8,
         key="payer_account",
-        value_schema="risk.assessed",
+        value_schema="risk.assessed | account.request.approved",
         retention_ms=7 * DAY_MS,
         cleanup_policy="delete",
-        description="payments the risk stage approved",
+        description="payments and account requests the risk stage approved",
     ),
     TopicSpec(
         name=FUNDS_HELD,
@@ -127,6 +131,15 @@ TOPICS: tuple[TopicSpec, ...] = (
         retention_ms=30 * DAY_MS,
         cleanup_policy="delete",
         description="terminal and customer-visible statuses, for downstream systems",
+    ),
+    TopicSpec(
+        name=ACCOUNTS_OUTCOMES,
+        partitions=8,
+        key="account_id",
+        value_schema="account.outcome",
+        retention_ms=30 * DAY_MS,
+        cleanup_policy="delete",
+        description="the answer to each account request (open, close, deposit, withdrawal), for downstream",
     ),
     TopicSpec(
         name=SETTLEMENTS_CLOSED,

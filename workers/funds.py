@@ -1,4 +1,4 @@
-"""Funds: place a hold on the payer's account for each approved payment.
+"""Funds: place a hold on the payer's account for each approved payment; apply account requests.
 
 Decides: hold when the account exists, is open, has the payment's currency
 and `available = balance - held` covers the amount; otherwise decline with
@@ -8,6 +8,12 @@ available never goes negative (the database checks it too).
 Writes: one `holds` row per payment (held or declined), the payer's `held_minor`,
 and the payment's status.
 Emits: `funds.held` (key payer) for a hold; a `declined` outcome otherwise.
+Account requests risk approved (open, close, deposit, withdrawal) are decided
+in the same pass, in input order with the account's payments
+(`workers.account_rules`): each writes one `account_operations` row, the
+account's balance or status, and for a deposit or withdrawal one balanced
+journal; each emits an `account.outcome` (succeeded or declined) to
+accounts.outcomes (`workers.funds_accounts`).
 Everything is derived from the request risk stored and approved, never from
 the incoming event: an event for a payment risk did not approve, or that
 disagrees with the stored request, is refused to the dead letters
@@ -28,6 +34,7 @@ import msgspec
 
 from paystream.db.arrays import join_reasons
 from paystream.stage.contract import Accepted, Output, Refused, StageResult, Tick
+from schemas.accounts import AccountRequest, AccountRequestApproved
 from schemas.payments import (
     FundsHeld,
     PaymentRequested,
@@ -36,20 +43,19 @@ from schemas.payments import (
     outcome_of,
 )
 from topology.topics import FUNDS_HELD, PAYMENTS_APPROVED, PAYMENTS_OUTCOMES
+from workers.account_rules import AccountDecision, AccountState, decide_account_request, hold_refusal
 from workers.failures import Identity, fail_payments
+from workers.funds_accounts import (
+    RequestKey,
+    account_outcome,
+    approved_account_requests,
+    other_accounts,
+    store_operations,
+    stored_operations,
+    write_accounts,
+)
 
-
-@dataclass(slots=True)
-class AccountState:
-    account_id: str
-    currency: str
-    status: str
-    balance_minor: int
-    held_minor: int
-
-    @property
-    def available_minor(self) -> int:
-        return self.balance_minor - self.held_minor
+FundsInput = RiskAssessed | AccountRequestApproved
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,20 +76,7 @@ def decide_holds(
     """Pure: decide each hold in order, updating `accounts[...].held_minor` as holds are placed."""
     decisions = []
     for payment in payments:
-        account = accounts.get(payment.payer_account)
-        reason = None
-        if account is None:
-            reason = f"unknown_account: {payment.payer_account} does not exist"
-        elif account.status != "open":
-            reason = f"account_closed: {payment.payer_account} is {account.status}"
-        elif account.currency != payment.currency:
-            reason = f"currency_mismatch: account holds {account.currency}, payment is {payment.currency}"
-        elif account.available_minor < payment.amount_minor:
-            reason = f"insufficient_funds: available {account.available_minor} < amount {payment.amount_minor}"
-        if reason is None:
-            assert account is not None
-            account.held_minor += payment.amount_minor
-            assert account.available_minor >= 0
+        reason = hold_refusal(payment, accounts)
         decisions.append(HoldDecision(payment.payment_id, reason is None, (reason,) if reason else (), now))
     return decisions
 
@@ -92,52 +85,74 @@ class FundsStage:
     name = "funds"
     input_topic = PAYMENTS_APPROVED
     input_type = RiskAssessed
+    # payments.approved carries the approved payments and account requests of each payer, in order.
+    input_types = (RiskAssessed, AccountRequestApproved)
 
-    async def apply(self, connection: Any, records: Sequence[Accepted[RiskAssessed]], now: datetime) -> StageResult:
-        payment_ids = sorted({r.event.payment.payment_id for r in records})
+    async def apply(self, connection: Any, records: Sequence[Accepted[FundsInput]], now: datetime) -> StageResult:
+        payment_ids = sorted({r.event.payment.payment_id for r in records if isinstance(r.event, RiskAssessed)})
+        request_keys = sorted({_key(r.event) for r in records if isinstance(r.event, AccountRequestApproved)})
         approved = await _approved_requests(connection, payment_ids)
-        # Lock the payers' rows first, then read what is stored: see the module docstring.
-        accounts = await _lock_accounts(connection, sorted({p.payer_account for p in approved.values()}))
+        requests = await approved_account_requests(connection, request_keys)
+        account_ids = sorted({p.payer_account for p in approved.values()} | {r.account_id for r in requests.values()})
+        # Lock the accounts' rows first, then read what is stored: see the module docstring.
+        accounts = await _lock_accounts(connection, account_ids)
+        missing = [a for a in account_ids if a not in accounts]
+        if missing:
+            accounts.update(await other_accounts(connection, missing))
+        before = {a.account_id: (a.balance_minor, a.held_minor, a.status) for a in accounts.values()}
         decided = await _stored_decisions(connection, payment_ids)
-        fresh = [
-            approved[r.event.payment.payment_id]
-            for r in records
-            if r.event.payment.payment_id in approved
-            and r.event.payment.payment_id not in decided
-            and _identity(approved[r.event.payment.payment_id]) == _identity(r.event.payment)
-        ]
-        fresh = list({p.payment_id: p for p in fresh}.values())  # first occurrence, input order
+        done = await stored_operations(connection, request_keys)
 
+        # One pass in input order: an account's requests and payments are decided in the order sent.
+        fresh: list[PaymentRequested] = []
+        fresh_holds: list[HoldDecision] = []
+        fresh_operations: list[AccountDecision] = []
+        for record in records:
+            event = record.event
+            if isinstance(event, RiskAssessed):
+                stored = approved.get(event.payment.payment_id)
+                if (
+                    stored is not None
+                    and stored.payment_id not in decided
+                    and _identity(stored) == _identity(event.payment)
+                ):
+                    decision = decide_holds([stored], accounts, now)[0]
+                    decided[stored.payment_id] = decision
+                    fresh.append(stored)
+                    fresh_holds.append(decision)
+            else:
+                request = requests.get(_key(event))
+                if request is not None and _key(event) not in done and request.account_id == event.account_id:
+                    operation = decide_account_request(request, accounts, now)
+                    done[_key(event)] = operation
+                    fresh_operations.append(operation)
+
+        if fresh_operations:
+            await store_operations(connection, fresh_operations, accounts, now)
+        await write_accounts(connection, accounts, before)
         if fresh:
-            held_before = {a.account_id: a.held_minor for a in accounts.values()}
-            decisions = decide_holds(fresh, accounts, now)
-            await _store(connection, fresh, decisions, accounts, held_before, now)
-            decided.update({d.payment_id: d for d in decisions})
+            await _store(connection, fresh, fresh_holds, now)
 
         result = StageResult()
         for record in records:
-            payment_id = record.event.payment.payment_id
-            stored = approved.get(payment_id)
-            if stored is None:
-                result.refused.append(_refusal(record, "not_approved", f"risk never approved payment {payment_id}"))
-            elif _identity(stored) != _identity(record.event.payment):
-                result.refused.append(
-                    _refusal(
-                        record,
-                        "idempotency_conflict",
-                        f"payment {payment_id} was approved as payer/merchant/amount/currency {_identity(stored)};"
-                        f" the event says {_identity(record.event.payment)}",
-                    )
-                )
+            event = record.event
+            if isinstance(event, AccountRequestApproved):
+                answer = _request_answer(record, requests.get(_key(event)), done)  # type: ignore[arg-type]
             else:
-                result.outputs.append(_output(stored, decided[payment_id]))
+                answer = _payment_answer(record, approved.get(event.payment.payment_id), decided)  # type: ignore[arg-type]
+            if isinstance(answer, Refused):
+                result.refused.append(answer)
+            else:
+                result.outputs.append(answer)
         return result
 
     async def abandon(
-        self, connection: Any, records: Sequence[tuple[Accepted[RiskAssessed], str]], now: datetime
+        self, connection: Any, records: Sequence[tuple[Accepted[FundsInput], str]], now: datetime
     ) -> list[Output]:
-        reasons = {r.event.payment.payment_id: reason for r, reason in records}
-        claimed = {r.event.payment.payment_id: _identity(r.event.payment) for r, _ in records}
+        # An account request isolated as poison changed nothing: its dead letter is the answer.
+        payments = [(r, reason) for r, reason in records if isinstance(r.event, RiskAssessed)]
+        reasons = {r.event.payment.payment_id: reason for r, reason in payments}  # type: ignore[union-attr]
+        claimed = {r.event.payment.payment_id: _identity(r.event.payment) for r, _ in payments}  # type: ignore[union-attr]
         return await fail_payments(connection, reasons, claimed, "funds", now)
 
     async def tick(self, pool: Any, now: datetime) -> Tick | None:
@@ -148,8 +163,46 @@ def _identity(payment: PaymentRequested) -> Identity:
     return (payment.payer_account, payment.merchant_id, payment.amount_minor, payment.currency)
 
 
-def _refusal(record: Accepted[RiskAssessed], rule: str, detail: str) -> Refused:
-    return Refused(record.origin, "payment.payment_id", rule, detail, record.raw or msgspec.json.encode(record.event))
+def _key(event: AccountRequestApproved) -> RequestKey:
+    return (event.kind, event.request_id)
+
+
+def _refusal(record: Accepted[Any], field: str, rule: str, detail: str) -> Refused:
+    return Refused(record.origin, field, rule, detail, record.raw or msgspec.json.encode(record.event))
+
+
+def _payment_answer(
+    record: Accepted[RiskAssessed], stored: PaymentRequested | None, decided: dict[str, HoldDecision]
+) -> Output | Refused:
+    payment_id = record.event.payment.payment_id
+    if stored is None:
+        return _refusal(record, "payment.payment_id", "not_approved", f"risk never approved payment {payment_id}")
+    if _identity(stored) != _identity(record.event.payment):
+        return _refusal(
+            record,
+            "payment.payment_id",
+            "idempotency_conflict",
+            f"payment {payment_id} was approved as payer/merchant/amount/currency {_identity(stored)};"
+            f" the event says {_identity(record.event.payment)}",
+        )
+    return _output(stored, decided[payment_id])
+
+
+def _request_answer(
+    record: Accepted[AccountRequestApproved], stored: AccountRequest | None, done: dict[RequestKey, AccountDecision]
+) -> Output | Refused:
+    event = record.event
+    if stored is None:
+        return _refusal(record, "request_id", "not_approved", f"risk never approved {event.kind} {event.request_id}")
+    if stored.account_id != event.account_id:
+        return _refusal(
+            record,
+            "account_id",
+            "idempotency_conflict",
+            f"{event.kind} {event.request_id} was approved for account {stored.account_id}; the event says"
+            f" {event.account_id}",
+        )
+    return account_outcome(stored, done[_key(event)])
 
 
 def _output(payment: PaymentRequested, decision: HoldDecision) -> Output:
@@ -173,6 +226,8 @@ def _output(payment: PaymentRequested, decision: HoldDecision) -> Output:
 
 async def _approved_requests(connection: Any, payment_ids: list[str]) -> dict[str, PaymentRequested]:
     """The requests risk stored and approved: the only source of what a hold is for."""
+    if not payment_ids:
+        return {}
     rows = await connection.fetch(
         """SELECT payment_id, request FROM risk_decisions
            WHERE payment_id = ANY($1::text[]) AND decision = 'approved'""",
@@ -182,6 +237,8 @@ async def _approved_requests(connection: Any, payment_ids: list[str]) -> dict[st
 
 
 async def _stored_decisions(connection: Any, payment_ids: list[str]) -> dict[str, HoldDecision]:
+    if not payment_ids:
+        return {}
     rows = await connection.fetch(
         "SELECT payment_id, status, reasons, created_at FROM holds WHERE payment_id = ANY($1::text[])",
         payment_ids,
@@ -211,13 +268,9 @@ async def _lock_accounts(connection: Any, account_ids: list[str]) -> dict[str, A
 
 
 async def _store(
-    connection: Any,
-    payments: list[PaymentRequested],
-    decisions: list[HoldDecision],
-    accounts: dict[str, AccountState],
-    held_before: dict[str, int],
-    now: datetime,
+    connection: Any, payments: list[PaymentRequested], decisions: list[HoldDecision], now: datetime
 ) -> None:
+    """The holds and the payments' statuses (the accounts' held amounts: `write_accounts`)."""
     await connection.execute(
         """
         INSERT INTO holds (payment_id, hold_id, account_id, amount_minor, currency, status, reasons,
@@ -236,14 +289,6 @@ async def _store(
         [join_reasons(d.reasons) for d in decisions],
         now,
     )
-    changed = [a for a in accounts.values() if a.held_minor != held_before[a.account_id]]
-    if changed:
-        await connection.execute(
-            """UPDATE accounts AS a SET held_minor = v.held
-               FROM unnest($1::text[], $2::bigint[]) AS v(id, held) WHERE a.account_id = v.id""",
-            [a.account_id for a in changed],
-            [a.held_minor for a in changed],
-        )
     await connection.execute(
         """
         UPDATE payments AS p SET

@@ -19,6 +19,8 @@ total is re-read as it is added to (row lock), and a batch decided on a stale
 total is retried (`ConcurrentChangeError`) instead of overshooting.
 Admits at the edge: a created_at inside the event-time window around the
 record's broker append time (`schemas.event_time`).
+Account requests on the same topic (open, close, deposit, withdrawal) are
+answered by `workers.risk_accounts`; every answer is emitted in input order.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from paystream.db.arrays import join_reasons
 from paystream.errors import ConcurrentChangeError
 from paystream.settings import Settings
 from paystream.stage.contract import Accepted, Output, Refused, StageResult, Tick
+from schemas.accounts import REQUEST_TYPES, AccountRequest
 from schemas.codec import Invalid
 from schemas.event_time import EventTimeWindow
 from schemas.payments import (
@@ -43,7 +46,10 @@ from schemas.payments import (
     risk_event_id,
 )
 from topology.topics import PAYMENTS_APPROVED, PAYMENTS_OUTCOMES, PAYMENTS_REQUESTED
+from workers.risk_accounts import answer_account_requests
 from workers.risk_rules import VELOCITY_LONG_WINDOW, RiskContext, RiskLimits, assess_batch, utc_day
+
+RiskInput = PaymentRequested | AccountRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,48 +64,73 @@ class RiskStage:
     name = "risk"
     input_topic = PAYMENTS_REQUESTED
     input_type = PaymentRequested
+    # The payer-keyed request topic carries payments and account requests (§13).
+    input_types = (PaymentRequested, *REQUEST_TYPES.values())
 
     def __init__(self, settings: Settings) -> None:
         self.window = EventTimeWindow.from_settings(settings)
 
-    def admit(self, payment: PaymentRequested, record_time: datetime) -> Invalid | None:
+    def admit(self, request: RiskInput, record_time: datetime) -> Invalid | None:
         """The edge rule only this stage applies: created_at near the record's append time."""
-        return self.window.check(payment.created_at, record_time)
+        return self.window.check(request.created_at, record_time)
 
-    async def apply(self, connection: Any, records: Sequence[Accepted[PaymentRequested]], now: datetime) -> StageResult:
-        decided = await _stored_decisions(connection, [r.event.payment_id for r in records])
-        fresh: dict[str, PaymentRequested] = {}
-        for record in records:
-            payment_id = record.event.payment_id
-            if payment_id not in decided and payment_id not in fresh:
-                fresh[payment_id] = record.event
-
-        if fresh:
-            payments = list(fresh.values())
-            context = await _load_context(connection, payments)
-            decisions = assess_batch(payments, context)
-            await _store(connection, payments, [d.reasons for d in decisions], now, context)
-            # Read back what is stored: a concurrent transaction may have stored
-            # some of these ids first (our insert then did nothing).
-            decided.update(await _stored_decisions(connection, list(fresh)))
-
+    async def apply(self, connection: Any, records: Sequence[Accepted[RiskInput]], now: datetime) -> StageResult:
+        payments = [r for r in records if isinstance(r.event, PaymentRequested)]
+        requests = [r for r in records if not isinstance(r.event, PaymentRequested)]
+        payment_answers = iter(
+            await _answer_payments(connection, payments, now) if payments else []  # type: ignore[arg-type]
+        )
+        request_answers = iter(
+            await answer_account_requests(connection, requests, now) if requests else []  # type: ignore[arg-type]
+        )
+        # Answers in input order: an account's requests and payments reach funds in the order sent.
         result = StageResult()
         for record in records:
-            original = decided[record.event.payment_id]
-            if _identity(original.payment) != _identity(record.event):
-                result.refused.append(_conflict(record, original.payment))
+            answer = next(payment_answers if isinstance(record.event, PaymentRequested) else request_answers)
+            if isinstance(answer, Refused):
+                result.refused.append(answer)
             else:
-                result.outputs.append(_output(original))
+                result.outputs.append(answer)
         return result
 
     async def tick(self, pool: Any, now: datetime) -> Tick | None:
         return None
 
     async def abandon(
-        self, connection: Any, records: Sequence[tuple[Accepted[PaymentRequested], str]], now: datetime
+        self, connection: Any, records: Sequence[tuple[Accepted[RiskInput], str]], now: datetime
     ) -> list[Output]:
         # Nothing was placed for a request risk could not decide: the dead letter is its answer.
         return []
+
+
+async def _answer_payments(
+    connection: Any, records: Sequence[Accepted[PaymentRequested]], now: datetime
+) -> list[Output | Refused]:
+    """One answer per payment record, in order: the stored decision's event, or a conflict refusal."""
+    decided = await _stored_decisions(connection, [r.event.payment_id for r in records])
+    fresh: dict[str, PaymentRequested] = {}
+    for record in records:
+        payment_id = record.event.payment_id
+        if payment_id not in decided and payment_id not in fresh:
+            fresh[payment_id] = record.event
+
+    if fresh:
+        payments = list(fresh.values())
+        context = await _load_context(connection, payments)
+        decisions = assess_batch(payments, context)
+        await _store(connection, payments, [d.reasons for d in decisions], now, context)
+        # Read back what is stored: a concurrent transaction may have stored
+        # some of these ids first (our insert then did nothing).
+        decided.update(await _stored_decisions(connection, list(fresh)))
+
+    answers: list[Output | Refused] = []
+    for record in records:
+        original = decided[record.event.payment_id]
+        if _identity(original.payment) != _identity(record.event):
+            answers.append(_conflict(record, original.payment))
+        else:
+            answers.append(_output(original))
+    return answers
 
 
 def _identity(payment: PaymentRequested) -> tuple[str, str, int, str]:

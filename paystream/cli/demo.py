@@ -40,7 +40,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         await require_kafka(settings)
     print("preparing: database schema, topics, demo accounts ...", flush=True)
-    await prepare_environment(settings)
+    # The demo payers' accounts are opened and funded through the pipeline, ahead of their payments.
+    await prepare_environment(settings, publish_accounts=True)
     report = await run_demo(settings, DemoOptions(args.payments, args.duplicates, args.seed))
     print_summary(report, report["kinds"], report["elapsed_s"])
     connection = await connect(settings)

@@ -74,7 +74,9 @@ class StageLoop(Generic[E]):
         self.topic = settings.topic(stage.input_topic)
         self.group_id = settings.group(stage.name)
         self.client_id = f"paystream-{stage.name}-{socket.gethostname()}-{os.getpid()}"
-        self.decoder = Decoder(stage.input_type, settings.record_bytes_max, admit=getattr(stage, "admit", None))
+        # A stage whose topic carries several contracts names them all (`input_types`).
+        input_types = getattr(stage, "input_types", None) or stage.input_type
+        self.decoder = Decoder(input_types, settings.record_bytes_max, admit=getattr(stage, "admit", None))
         self.crash = CrashSwitch(settings, stage.name)
         self.batch_lock = asyncio.Lock()
         self.epochs: dict[int, int] = {}

@@ -58,7 +58,7 @@ def decode(event_type: str, data: bytes) -> Any:
 # --- the registry ---------------------------------------------------------------------------
 
 
-def test_registry_names_all_seven_contracts_by_their_schema_field() -> None:
+def test_registry_names_all_thirteen_contracts_by_their_schema_field() -> None:
     assert set(EVENT_TYPES) == {
         "payment.requested",
         "risk.assessed",
@@ -67,6 +67,12 @@ def test_registry_names_all_seven_contracts_by_their_schema_field() -> None:
         "payment.outcome",
         "settlement.batch_closed",
         "dead_letter",
+        "account.open.requested",
+        "account.close.requested",
+        "deposit.requested",
+        "withdrawal.requested",
+        "account.request.approved",
+        "account.outcome",
     }
     for name, struct in EVENT_TYPES.items():
         # The key is what the event says about itself on the wire.

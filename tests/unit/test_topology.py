@@ -11,6 +11,7 @@ from topology.apply import LiveTopic, diff_topic
 from topology.graph import GRAPH, MONEY_STAGES, STAGES, Topology, problems, stage_spec
 from topology.render import DOCS_PATH, GENERATED, generated_region, regenerate, render_mermaid, render_text
 from topology.topics import (
+    ACCOUNTS_OUTCOMES,
     DEAD_LETTER,
     PAYMENTS_CLEARED,
     PAYMENTS_OUTCOMES,
@@ -50,8 +51,11 @@ def test_every_topic_is_written_by_a_stage_and_read_by_one_except_dead_letters()
 
 
 def test_each_payment_topic_has_exactly_one_writer() -> None:
-    # Outcomes and dead letters are written by every stage; every other topic by one node only.
+    # Outcomes and dead letters are written by every stage, account outcomes by risk and funds
+    # (a rejection and the applied request); every other topic by one node only.
     shared = {PAYMENTS_OUTCOMES, DEAD_LETTER}
+    assert [s.name for s in STAGES if ACCOUNTS_OUTCOMES in s.produces] == ["risk", "funds"]
+    shared.add(ACCOUNTS_OUTCOMES)
     for topic in TOPICS:
         writers = [s.name for s in STAGES if topic.name in s.produces]
         if topic.name not in shared:
@@ -74,10 +78,11 @@ def test_declared_values_match_the_design() -> None:
         ("funds.held", 8, "payer_account", 7),
         ("payments.cleared", 8, "merchant_id", 7),
         ("payments.outcomes", 8, "payment_id", 30),
+        ("accounts.outcomes", 8, "account_id", 30),
         ("settlements.closed", 4, "merchant_id", 90),
         ("paystream.dead-letter", 2, "stage", 30),
     ]
-    assert stage_spec("downstream").consumes == (PAYMENTS_OUTCOMES, SETTLEMENTS_CLOSED)
+    assert stage_spec("downstream").consumes == (PAYMENTS_OUTCOMES, ACCOUNTS_OUTCOMES, SETTLEMENTS_CLOSED)
     assert stage_spec("upstream").produces == (PAYMENTS_REQUESTED,)
 
 
@@ -89,6 +94,7 @@ def test_payment_requests_are_stamped_by_the_broker_and_the_rest_by_their_produc
         "funds.held": "CreateTime",
         "payments.cleared": "CreateTime",
         "payments.outcomes": "CreateTime",
+        "accounts.outcomes": "CreateTime",
         "settlements.closed": "CreateTime",
         "paystream.dead-letter": "CreateTime",
     }
