@@ -1,7 +1,12 @@
 """Settlement: batch cleared payments per (merchant, currency, cycle) and close batches on time.
 
-Decides: each payment's cycle from its event time (`workers.cycles`); a
-payment whose cycle's batch already closed goes to the next open cycle.
+Decides: each payment's batch from its event time and its merchant's cycle
+(`workers.cycles`, read with the batches near the event times in one query
+per input batch): the existing batch holding the event time, or a new one
+spanning the merchant's current cycle holding it, cut so it overlaps no
+existing batch of that merchant and currency (so after a cycle change the
+open batch keeps its bounds and the new cycle starts where it ends). A
+payment older than the end of the newest closed batch goes to the next batch.
 Items are taken from what clearing stored, never from the incoming event: an
 event for a payment clearing did not clear is refused (`not_cleared`), one
 that disagrees with the stored clearing is refused (`idempotency_conflict`).
@@ -24,33 +29,69 @@ Emits nothing per input batch.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 import msgspec
+import structlog
 
 from paystream.errors import ConcurrentChangeError
 from paystream.settings import Settings
 from paystream.stage.contract import Accepted, Output, Refused, StageResult, Tick
 from schemas.payments import PaymentCleared, clearing_event_id
 from topology.topics import PAYMENTS_CLEARED
-from workers.cycles import CycleClock
+from workers.cycles import CycleSpec, Window, batch_id, cutoff, known_time_zone, place
 from workers.settlement_close import advance_cursors, close_due_batches, next_chunk
 
 __all__ = ["SettlementStage", "close_due_batches"]
 
+log = structlog.get_logger("paystream.settlement")
 
-# The newest closed cycle of each (merchant, currency): one index probe per
-# pair, newest first, whatever the merchant's history of closed batches.
-# `currency` is char(3): a text parameter would compare as text and lose the index.
-NEWEST_CLOSED_SQL = """
-    SELECT k.merchant_id, k.currency, last.cycle_start AS last_closed
-    FROM unnest($1::text[], $2::bpchar[]) AS k(merchant_id, currency)
-    CROSS JOIN LATERAL (
-        SELECT b.cycle_start FROM settlement_batches b
+
+# Per (merchant, currency) of an input batch: the merchant's cycle (NULL: the
+# global default), the end of the newest closed batch, and the batches that
+# `workers.cycles.place` needs around the event times [$3, $4] (late ones
+# moved to that end): the last starting at or before the earliest, all
+# starting up to the latest, and the next one. Each is an index probe or a
+# short range scan on (merchant_id, currency, cycle_start), newest closed
+# first: bounded by the few batches near the payments, never by the
+# merchant's history. `currency` is char(3): a text parameter would compare
+# as text and lose the index.
+NEARBY_BATCHES_SQL = """
+    SELECT k.merchant_id, k.currency, m.cycle_kind, m.cycle_seconds, m.cycle_cutoff_hour, m.cycle_time_zone,
+           closed.cycle_end AS closed_end, near.cycle_start, near.cycle_end
+    FROM unnest($1::text[], $2::bpchar[], $3::timestamptz[], $4::timestamptz[]) AS k(merchant_id, currency, lo, hi)
+    LEFT JOIN merchants m ON m.merchant_id = k.merchant_id
+    LEFT JOIN LATERAL (
+        SELECT b.cycle_end FROM settlement_batches b
         WHERE b.merchant_id = k.merchant_id AND b.currency = k.currency AND b.status = 'closed'
-        ORDER BY b.cycle_start DESC LIMIT 1) last
+        ORDER BY b.cycle_start DESC LIMIT 1) closed ON true
+    CROSS JOIN LATERAL (
+        SELECT greatest(k.lo, closed.cycle_end) AS lo, greatest(k.hi, closed.cycle_end) AS hi) w
+    LEFT JOIN LATERAL (
+        (SELECT b.cycle_start, b.cycle_end FROM settlement_batches b
+         WHERE b.merchant_id = k.merchant_id AND b.currency = k.currency AND b.cycle_start <= w.lo
+         ORDER BY b.cycle_start DESC LIMIT 1)
+        UNION ALL
+        (SELECT b.cycle_start, b.cycle_end FROM settlement_batches b
+         WHERE b.merchant_id = k.merchant_id AND b.currency = k.currency
+           AND b.cycle_start > w.lo AND b.cycle_start <= w.hi)
+        UNION ALL
+        (SELECT b.cycle_start, b.cycle_end FROM settlement_batches b
+         WHERE b.merchant_id = k.merchant_id AND b.currency = k.currency AND b.cycle_start > w.hi
+         ORDER BY b.cycle_start LIMIT 1)) near ON true
 """
+
+
+@dataclass(slots=True)
+class _Nearby:
+    """What `place` needs for one (merchant, currency): its cycle, the newest closed end, nearby batches."""
+
+    spec: CycleSpec
+    closed_end: datetime | None
+    batches: list[Window] = field(default_factory=list)
 
 
 class SettlementStage:
@@ -59,9 +100,9 @@ class SettlementStage:
     input_type = PaymentCleared
 
     def __init__(self, settings: Settings) -> None:
-        self.clock = CycleClock(
-            timedelta(seconds=settings.settlement_cycle_s), timedelta(seconds=settings.settlement_grace_s)
-        )
+        # A merchant without a cycle of its own settles on the global default.
+        self.default_cycle = CycleSpec.every(settings.settlement_cycle_s)
+        self.grace = timedelta(seconds=settings.settlement_grace_s)
 
     async def apply(self, connection: Any, records: Sequence[Accepted[PaymentCleared]], now: datetime) -> StageResult:
         payment_ids = sorted({r.event.payment_id for r in records})
@@ -99,53 +140,93 @@ class SettlementStage:
         return []
 
     async def _open_batches_for(self, connection: Any, items: list[PaymentCleared], now: datetime) -> list[str]:
-        """The open batch of each item, opening batches as needed and skipping closed cycles."""
-        wanted = [(i.merchant_id, i.currency, self.clock.cycle_start(i.event_time)) for i in items]
-        keys = sorted(set(wanted))
-        # Later cycles than the newest closed one are open (or not yet opened).
-        # One index probe per (merchant, currency), newest first: bounded by
-        # the few open batches, not by the merchant's history of closed ones.
-        pairs = sorted({(k[0], k[1]) for k in keys})
-        closed_rows = await connection.fetch(
-            NEWEST_CLOSED_SQL,
+        """The open batch of each item, opening batches as needed; late items go to the next batch."""
+        spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+        for item in items:
+            key = (item.merchant_id, item.currency)
+            low, high = spans.get(key, (item.event_time, item.event_time))
+            spans[key] = (min(low, item.event_time), max(high, item.event_time))
+        pairs = sorted(spans)
+        rows = await connection.fetch(
+            NEARBY_BATCHES_SQL,
             [m for m, _ in pairs],
             [c for _, c in pairs],
+            [spans[p][0] for p in pairs],
+            [spans[p][1] for p in pairs],
         )
-        last_closed = {(r["merchant_id"], r["currency"].strip()): r["last_closed"] for r in closed_rows}
-        resolved = []
-        for merchant, currency, start in wanted:
-            newest_closed = last_closed.get((merchant, currency))
-            if newest_closed is not None and start <= newest_closed:
-                start = newest_closed + self.clock.cycle  # late: the next batch takes it
-            resolved.append((merchant, currency, start))
-        unique = sorted(set(resolved))
+        nearby = self._nearby(rows)
+        wanted: list[tuple[str, str, Window]] = []
+        for item in items:
+            near = nearby[(item.merchant_id, item.currency)]
+            wanted.append(
+                (item.merchant_id, item.currency, place(item.event_time, near.spec, near.batches, near.closed_end))
+            )
+        unique = sorted(set(wanted))
         # Upsert locks each batch row: a concurrent close waits, then sees these items.
-        rows = await connection.fetch(
-            """
-            INSERT INTO settlement_batches AS b (batch_id, merchant_id, currency, cycle_start, cycle_end,
-                                                 cutoff_at, status, opened_at)
-            SELECT v.id, v.merchant, v.currency, v.start, v.end_, v.cutoff, 'open', $7
-            FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
-                        $6::timestamptz[]) AS v(id, merchant, currency, start, end_, cutoff)
-            ON CONFLICT (merchant_id, currency, cycle_start) DO UPDATE SET opened_at = b.opened_at
-            RETURNING batch_id, merchant_id, currency, cycle_start, status
-            """,
-            [self.clock.batch_id(m, c, s) for m, c, s in unique],
-            [m for m, _, _ in unique],
-            [c for _, c, _ in unique],
-            [s for _, _, s in unique],
-            [s + self.clock.cycle for _, _, s in unique],
-            [self.clock.cutoff(s) for _, _, s in unique],
-            now,
-        )
+        # An existing batch keeps its bounds (the conflict updates nothing of them).
+        try:
+            rows = await connection.fetch(
+                """
+                INSERT INTO settlement_batches AS b (batch_id, merchant_id, currency, cycle_start, cycle_end,
+                                                     cutoff_at, status, opened_at)
+                SELECT v.id, v.merchant, v.currency, v.start, v.end_, v.cutoff, 'open', $7
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+                            $6::timestamptz[]) AS v(id, merchant, currency, start, end_, cutoff)
+                ON CONFLICT (merchant_id, currency, cycle_start) DO UPDATE SET opened_at = b.opened_at
+                RETURNING batch_id, merchant_id, currency, cycle_start, status
+                """,
+                [batch_id(m, c, w.start) for m, c, w in unique],
+                [m for m, _, _ in unique],
+                [c for _, c, _ in unique],
+                [w.start for _, _, w in unique],
+                [w.end for _, _, w in unique],
+                [cutoff(w, self.grace) for _, _, w in unique],
+                now,
+            )
+        except asyncpg.ExclusionViolationError as error:
+            # Another transaction opened an overlapping batch after our read
+            # (settlement_batches_no_overlap): retrying reads it and places around it.
+            raise ConcurrentChangeError(f"a batch was opened concurrently: {error}") from error
         by_key = {(r["merchant_id"], r["currency"].strip(), r["cycle_start"]): r for r in rows}
-        closed_meanwhile = [by_key[k]["batch_id"] for k in unique if by_key[k]["status"] != "open"]
+        closed_meanwhile = [
+            by_key[(m, c, w.start)]["batch_id"] for m, c, w in unique if by_key[(m, c, w.start)]["status"] != "open"
+        ]
         if closed_meanwhile:
             # Another settlement consumer closed a batch between our read and
             # our upsert: retry the whole transaction, which then routes these
-            # items to the next cycle.
+            # items to the next batch.
             raise ConcurrentChangeError(f"batches closed concurrently: {closed_meanwhile}")
-        return [by_key[key]["batch_id"] for key in resolved]
+        return [by_key[(m, c, w.start)]["batch_id"] for m, c, w in wanted]
+
+    def _nearby(self, rows: Sequence[Any]) -> dict[tuple[str, str], _Nearby]:
+        nearby: dict[tuple[str, str], _Nearby] = {}
+        for row in rows:
+            key = (row["merchant_id"], row["currency"].strip())
+            if key not in nearby:
+                nearby[key] = _Nearby(self._cycle_of(row), row["closed_end"])
+            if row["cycle_start"] is not None:
+                nearby[key].batches.append(Window(row["cycle_start"], row["cycle_end"]))
+        for entry in nearby.values():
+            entry.batches.sort()
+        return nearby
+
+    def _cycle_of(self, row: Any) -> CycleSpec:
+        """The merchant's cycle from its row; the global default when it has none."""
+        kind = row["cycle_kind"]
+        if kind is None:
+            return self.default_cycle
+        spec = CycleSpec(kind, row["cycle_seconds"], row["cycle_cutoff_hour"], row["cycle_time_zone"])
+        if spec.time_zone is not None and not known_time_zone(spec.time_zone):
+            # Only a zone PostgreSQL knows and this Python's tz database does
+            # not (rows are validated against both when written): settle on
+            # the default rather than dead-letter the merchant's payments.
+            log.error(
+                "merchant time zone unknown here; default cycle used",
+                merchant_id=row["merchant_id"],
+                time_zone=spec.time_zone,
+            )
+            return self.default_cycle
+        return spec
 
     async def tick(self, pool: Any, now: datetime) -> Tick | None:
         async with pool.acquire() as connection:

@@ -19,7 +19,7 @@ from paystream.reconcile import reconcile
 from paystream.settings import Settings
 from schemas.codec import encode
 from tests.support.pipeline import drain, fast_settings, fresh_environment, generate, publish, wait_terminal
-from workers.settlement import NEWEST_CLOSED_SQL
+from workers.settlement import NEARBY_BATCHES_SQL
 from workers.settlement_close import advance_cursors, close_due_batches, next_chunk
 
 pytestmark = pytest.mark.integration
@@ -114,8 +114,12 @@ async def test_closed_batches_are_published_in_bounded_chunks_that_replay_identi
     assert set(statuses.values()) == {"settled"}
 
 
-async def test_the_newest_closed_batch_lookup_reads_a_bounded_number_of_rows(cleared: Settings) -> None:
-    """A merchant with a long history of closed batches: the lookup probes the index, newest first."""
+async def test_the_nearby_batches_lookup_reads_a_bounded_number_of_rows(cleared: Settings) -> None:
+    """A merchant with a long history of closed batches: the lookup probes the index, newest first.
+
+    The newest closed batch, the one at or before the items' earliest time, those up to the latest and
+    the next one: a handful of rows whatever the history (3,000 days here).
+    """
     connection = await connect(cleared)
     try:
         await connection.execute(
@@ -128,16 +132,22 @@ async def test_the_newest_closed_batch_lookup_reads_a_bounded_number_of_rows(cle
                     LATERAL (SELECT timestamptz '2020-01-01' + g * interval '1 day' AS t) s"""
         )
         await connection.execute("ANALYZE settlement_batches")
-        plan = await connection.fetchval(
-            f"EXPLAIN (ANALYZE, FORMAT JSON) {NEWEST_CLOSED_SQL}",
-            ["merchant-history"],
-            ["EUR"],
+        # Items of yesterday's cycle in the history: late, so they go after the newest closed batch.
+        newest_end = await connection.fetchval(
+            "SELECT max(cycle_end) FROM settlement_batches WHERE merchant_id = 'merchant-history'"
         )
+        at = newest_end - timedelta(hours=12)
+        plan = await connection.fetchval(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {NEARBY_BATCHES_SQL}", ["merchant-history"], ["EUR"], [at], [at]
+        )
+        rows = await connection.fetch(NEARBY_BATCHES_SQL, ["merchant-history"], ["EUR"], [at], [at])
     finally:
         await connection.close()
     parsed = json.loads(plan) if isinstance(plan, str) else plan
     rows_read = _rows_read_from(parsed[0]["Plan"], "settlement_batches")
-    assert rows_read <= 5, plan
+    assert rows_read <= 8, plan
+    # The newest closed batch's end, and that batch as the one at or before the (late) time.
+    assert [(r["closed_end"], r["cycle_end"]) for r in rows] == [(newest_end, newest_end)]
 
 
 def _rows_read_from(node: dict[str, object], relation: str) -> int:
