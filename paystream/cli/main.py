@@ -40,6 +40,7 @@ COMMAND_MODULES = (
     "paystream.cli.db",
     "paystream.cli.workers",
     "paystream.cli.accounts",
+    "paystream.cli.merchants",
     "paystream.cli.risk",
     "paystream.cli.publish",
     "paystream.cli.inspect",
