@@ -18,16 +18,18 @@ import msgspec
 from aiokafka import AIOKafkaConsumer
 
 from paystream.settings import Settings
+from schemas.accounts import AccountOutcome
 from schemas.codec import Decoder, Invalid
 from schemas.payments import PaymentOutcome
 from schemas.settlement import SettlementBatchClosed
-from topology.topics import PAYMENTS_OUTCOMES, SETTLEMENTS_CLOSED
+from topology.topics import ACCOUNTS_OUTCOMES, PAYMENTS_OUTCOMES, SETTLEMENTS_CLOSED
 
 E = TypeVar("E", bound=msgspec.Struct)
 
 SEEN_IDS_MAX = 1_000_000
 RESULT_TOPICS: dict[str, tuple[str, type[msgspec.Struct]]] = {
     "outcomes": (PAYMENTS_OUTCOMES, PaymentOutcome),
+    "accounts": (ACCOUNTS_OUTCOMES, AccountOutcome),
     "settlements": (SETTLEMENTS_CLOSED, SettlementBatchClosed),
 }
 

@@ -1,4 +1,4 @@
-"""`paystream follow outcomes|settlements`: results as downstream systems see them, each event once."""
+"""`paystream follow outcomes|accounts|settlements`: results as downstream systems see them, each event once."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from paystream.settings import Settings
 
 COLUMNS = {
     "outcomes": ("payment_id", "status", "stage", "amount_minor", "currency", "merchant_id", "reasons"),
+    "accounts": ("kind", "request_id", "account_id", "status", "amount_minor", "currency", "reasons"),
     "settlements": ("batch_id", "merchant_id", "currency", "item_count", "gross_minor", "fee_minor", "net_minor"),
 }
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("follow", help="follow payment outcomes or settlement results")
+    parser = sub.add_parser("follow", help="follow payment outcomes, account request outcomes or settlement results")
     parser.add_argument("kind", choices=sorted(RESULT_TOPICS))
     parser.add_argument("--json", action="store_true", help="one JSON event per line")
     parser.add_argument("--from-beginning", action="store_true", help="start at the oldest retained event")
