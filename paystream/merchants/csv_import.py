@@ -111,7 +111,7 @@ def _decoded(handle: Iterable[bytes]) -> Iterator[str]:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as error:
             raise ImportFileError(f"line {number}: not UTF-8 text ({error.reason} at byte {error.start})") from error
-        yield text.removeprefix("\ufeff") if number == 1 else text
+        yield text
 
 
 def parse_merchants_csv(lines: Iterable[str]) -> ParsedImport:
@@ -159,6 +159,8 @@ def _header(reader: Any) -> list[str]:
     if header is None:
         raise ImportFileError("the file is empty: it needs a header row")
     names = [cell.strip() for cell in header]
+    if names:
+        names[0] = names[0].removeprefix("\ufeff").strip()  # a byte-order mark some editors write
     unknown = [n for n in names if n not in COLUMNS_REQUIRED + COLUMNS_OPTIONAL]
     missing = [n for n in COLUMNS_REQUIRED if n not in names]
     repeated = sorted({n for n in names if names.count(n) > 1})
