@@ -1,24 +1,26 @@
-"""Write the demo world into PostgreSQL: idempotent, set-based, one transaction.
+"""The demo world: configuration through the configuration code, accounts through the stages; idempotent.
 
-Merchants, fee schedules and risk rules are configuration; customer accounts
-and their money come from account requests applied by the stages' own code
+Merchants, fee schedules and risk rules go through the functions behind
+`paystream merchants` and `paystream risk`; customer accounts and their money
+come from account requests applied by the stages' own code
 (`paystream.seed_accounts`): no account or balance is written here.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from paystream.demo_data import CURRENCIES, DemoWorld, build_world
-from paystream.ledger import (
-    fee_revenue_account,
-    funding_account,
-    merchant_pending_account,
-    payout_clearing_account,
-)
+from paystream.demo_data import DemoWorld, build_world
+from paystream.merchants.model import spec_from_demo
+from paystream.merchants.store import onboard
+from paystream.risk_config import demo_risk_config, ensure_blocked, ensure_limits
 from paystream.seed_accounts import apply_account_requests, demo_account_requests
+
+# Who the risk configuration's audit names for the demo's limits and blocklist.
+SEED_OPERATOR = "seed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,72 +56,17 @@ async def _count(connection: Any, query: str) -> int:
 
 
 async def seed_configuration(connection: Any, world: DemoWorld) -> SeedCounts:
-    """Merchants, fee schedules, platform accounts and risk rules: what is missing is inserted."""
-    async with connection.transaction():
-        platform = [
-            (account, kind, "platform", currency)
-            for currency in CURRENCIES
-            for account, kind in (
-                (fee_revenue_account(currency), "fee_revenue"),
-                (payout_clearing_account(currency), "payout_clearing"),
-                (funding_account(currency), "funding"),
-            )
-        ] + [
-            (merchant_pending_account(m.merchant_id, c), "merchant_pending", m.merchant_id, c)
-            for m in world.merchants
-            for c in m.currencies
-        ]
-        await connection.execute(
-            """INSERT INTO accounts (account_id, kind, owner_id, currency)
-               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-               ON CONFLICT (account_id) DO NOTHING""",
-            [a[0] for a in platform],
-            [a[1] for a in platform],
-            [a[2] for a in platform],
-            [a[3] for a in platform],
-        )
-        merchants = await connection.fetch(
-            """INSERT INTO merchants (merchant_id, name) SELECT * FROM unnest($1::text[], $2::text[])
-               ON CONFLICT (merchant_id) DO NOTHING RETURNING merchant_id""",
-            [m.merchant_id for m in world.merchants],
-            [m.name for m in world.merchants],
-        )
-        schedules = [
-            (m.merchant_id, c, m.fee_bps, m.fixed_minor, m.min_minor) for m in world.merchants for c in m.currencies
-        ]
-        added_schedules = await connection.fetch(
-            """INSERT INTO merchant_fee_schedules (merchant_id, currency, fee_bps, fixed_minor, min_minor)
-               SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::bigint[])
-               ON CONFLICT (merchant_id, currency) DO NOTHING RETURNING merchant_id""",
-            [s[0] for s in schedules],
-            [s[1] for s in schedules],
-            [s[2] for s in schedules],
-            [s[3] for s in schedules],
-            [s[4] for s in schedules],
-        )
-        limits = world.limits
-        await connection.execute(
-            """INSERT INTO risk_limits SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[], $4::bigint[],
-                                                               $5::int[], $6::bigint[], $7::bigint[])
-               ON CONFLICT (currency) DO NOTHING""",
-            [x.currency for x in limits],
-            [x.txn_amount_max_minor for x in limits],
-            [x.payer_10m_count_max for x in limits],
-            [x.payer_10m_amount_max_minor for x in limits],
-            [x.payer_24h_count_max for x in limits],
-            [x.payer_24h_amount_max_minor for x in limits],
-            [x.merchant_daily_amount_max_minor for x in limits],
-        )
-        blocked = (
-            [("payer", p, "demo: payer reported for fraud") for p in world.blocked_payers]
-            + [("merchant", m, "demo: merchant under review") for m in world.blocked_merchants]
-            + [("country", c, "demo: sanctioned country") for c in world.blocked_countries]
-        )
-        await connection.execute(
-            """INSERT INTO risk_blocklist (kind, value, reason) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
-               ON CONFLICT (kind, value) DO NOTHING""",
-            [b[0] for b in blocked],
-            [b[1] for b in blocked],
-            [b[2] for b in blocked],
-        )
-    return SeedCounts(0, len(merchants), len(added_schedules), 0)
+    """Merchants (with their accounts and fee schedules) and risk rules, through the configuration code.
+
+    The same functions `paystream merchants add` and `paystream risk` use; what
+    exists is left as it is. A demo merchant stored with another body (changed
+    by an operator) is kept, and said.
+    """
+    report = await onboard(connection, [spec_from_demo(m) for m in world.merchants])
+    for merchant_id, refused in report.refused.items():
+        print(f"seed: merchant {merchant_id} kept as configured: {refused.reason}", file=sys.stderr)
+    limits, blocked = demo_risk_config(world)
+    await ensure_limits(connection, limits, SEED_OPERATOR)
+    await ensure_blocked(connection, blocked, SEED_OPERATOR)
+    fee_schedules = sum(len(m.currencies) for m in world.merchants if m.merchant_id in report.added)
+    return SeedCounts(0, len(report.added), fee_schedules, 0)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from paystream.cli.args import ROWS, SEED, bounded_int
-from paystream.cli.reach import require_kafka
+from paystream.cli.reach import require_kafka, require_topics
 from paystream.db.pool import connect
 from paystream.demo_data import build_world
 from paystream.seed import seed_configuration
@@ -60,6 +60,7 @@ def register(sub: Any) -> None:
 async def run_seed(args: argparse.Namespace, settings: Settings) -> int:
     world = build_world(args.payers, args.merchants, args.seed)
     await require_kafka(settings)
+    await require_topics(settings, [PAYMENTS_REQUESTED])
     connection = await connect(settings, migrated=True)
     try:
         counts = await seed_configuration(connection, world)

@@ -1,6 +1,7 @@
-"""`paystream publish`: send a JSON-lines file of payments, or generated ones.
+"""`paystream publish`: send a JSON-lines file of payments and account requests, or generated payments.
 
-Every line is validated against the payment.requested contract first; a bad
+Every line is validated against its contract first (`schema` picks it:
+payment.requested when absent, or an account request); a bad
 line is reported with its number and reason and the good lines still go out.
 The exit status is 1 when any line was refused, so scripts notice.
 """
@@ -20,14 +21,16 @@ from typing import Any
 from tqdm import tqdm
 
 from paystream.cli.args import SEED, bounded_float, positive_int
-from paystream.cli.reach import require_kafka
+from paystream.cli.reach import require_kafka, require_topics
 from paystream.demo_data import build_world
 from paystream.errors import PaystreamError
 from paystream.generator import PaymentGenerator
 from paystream.publisher import PaymentPublisher
 from paystream.settings import Settings
+from schemas.accounts import REQUEST_TYPES, AccountRequest
 from schemas.codec import Decoder, Invalid
 from schemas.payments import PaymentRequested
+from topology.topics import PAYMENTS_REQUESTED
 
 BAD_LINES_SHOWN_MAX = 50
 GENERATE_MAX = 10_000_000
@@ -35,7 +38,9 @@ RATE_MAX = 1_000_000
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("publish", help="publish payments from a JSON-lines file or generated")
+    parser = sub.add_parser(
+        "publish", help="publish payments and account requests from a JSON-lines file, or generated payments"
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--file", type=Path, help="JSON lines, one payment.requested per line ('-' = stdin)")
     source.add_argument(
@@ -64,7 +69,11 @@ async def run_publish(args: argparse.Namespace, settings: Settings) -> int:
     if args.file is not None and str(args.file) != "-" and not args.file.is_file():
         raise PaystreamError(f"no such file: {args.file}")
     await require_kafka(settings)
-    decoder = Decoder(PaymentRequested, settings.record_bytes_max)
+    await require_topics(settings, [PAYMENTS_REQUESTED])
+    # A file may hold payments and account requests (open, close, deposit, withdrawal), one per line.
+    decoder: Decoder[PaymentRequested | AccountRequest] = Decoder(
+        (PaymentRequested, *REQUEST_TYPES.values()), settings.record_bytes_max
+    )
     bad = 0
     sent = 0
     started = time.monotonic()
@@ -82,7 +91,10 @@ async def run_publish(args: argparse.Namespace, settings: Settings) -> int:
                     if bad <= BAD_LINES_SHOWN_MAX:
                         tqdm.write(f"line {number}: {decoded}", file=sys.stderr)
                     continue
-                await publisher.publish(decoded)
+                if isinstance(decoded, PaymentRequested):
+                    await publisher.publish(decoded)
+                else:
+                    await publisher.publish_account_request(decoded)
                 sent += 1
                 progress.update(1)
                 await _pace(started, sent, interval)
@@ -98,7 +110,10 @@ async def run_publish(args: argparse.Namespace, settings: Settings) -> int:
     elapsed = time.monotonic() - started
     if bad > BAD_LINES_SHOWN_MAX:
         print(f"... and {bad - BAD_LINES_SHOWN_MAX} more bad lines", file=sys.stderr)
-    print(f"published {sent} payments in {elapsed:.1f} s; refused {bad} bad lines")
+    print(
+        f"published {sent} {'requests' if args.file is not None else 'payments'} in {elapsed:.1f} s;"
+        f" refused {bad} bad lines"
+    )
     return 1 if bad else 0
 
 

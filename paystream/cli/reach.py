@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka import AIOKafkaClient
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from paystream.errors import ServiceUnavailableError
+from paystream.errors import PaystreamError, ServiceUnavailableError
 from paystream.logging import quiet_client_logs
 from paystream.settings import Settings
 
@@ -47,3 +48,29 @@ async def require_kafka(settings: Settings) -> None:
     finally:
         with quiet_client_logs():
             await client.close()
+
+
+async def require_topics(settings: Settings, declared: list[str]) -> None:
+    """Raise one line naming the missing topics (declared names, namespaced by `settings`) and the fix.
+
+    Without it a producer to a missing topic waits for metadata and ends in a
+    client traceback (brokers here do not create topics on first use).
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(KAFKA_REACH_S * 1000)
+    )
+    try:
+        with quiet_client_logs():
+            await admin.start()
+            existing = set(await admin.list_topics())
+    except (KafkaError, OSError, TimeoutError) as error:
+        raise kafka_unreachable(settings, error) from error
+    finally:
+        with quiet_client_logs():
+            await admin.close()
+    missing = [settings.topic(name) for name in declared if settings.topic(name) not in existing]
+    if missing:
+        raise PaystreamError(
+            f"topic {', '.join(missing)} does not exist on {settings.kafka_bootstrap}: create the topics with"
+            " `paystream topology apply`"
+        )
