@@ -194,8 +194,90 @@ async def lifecycle() -> AsyncIterator[Lifecycle]:
             destination_ref="X 1",
         ),
     ]
+    # Malformed requests: dead-lettered at risk with the field and rule, nothing applied.
+    bad = [
+        {
+            **document(
+                "deposit.requested",
+                request_id="bad-zero",
+                account_id=a,
+                amount_minor=1,
+                currency="EUR",
+                source_ref="S 1",
+            ),
+            "amount_minor": 0,
+        },
+        {
+            **document(
+                "deposit.requested",
+                request_id="bad-neg",
+                account_id=a,
+                amount_minor=1,
+                currency="EUR",
+                source_ref="S 1",
+            ),
+            "amount_minor": -5,
+        },
+        {
+            **document(
+                "deposit.requested",
+                request_id="bad-huge",
+                account_id=a,
+                amount_minor=1,
+                currency="EUR",
+                source_ref="S 1",
+            ),
+            "amount_minor": 10**15 + 1,
+        },
+        {
+            **document(
+                "withdrawal.requested",
+                request_id="bad-cur",
+                account_id=a,
+                amount_minor=1,
+                currency="EUR",
+                destination_ref="D 1",
+            ),
+            "currency": "XXX",
+        },
+        {
+            **document(
+                "deposit.requested",
+                request_id="bad-ref",
+                account_id=a,
+                amount_minor=1,
+                currency="EUR",
+                source_ref="S 1",
+            ),
+            "source_ref": "two  spaces",
+        },
+        {
+            **document(
+                "deposit.requested",
+                request_id="bad-schema",
+                account_id=a,
+                amount_minor=1,
+                currency="EUR",
+                source_ref="S 1",
+            ),
+            "schema": "refund.requested",
+        },
+        {
+            **document("account.open.requested", request_id="bad-extra", account_id=a, owner_id="x", currency="EUR"),
+            "amount_minor": 5,
+        },
+    ]
+    # The same deposit id with another amount: a conflict, refused; the first stands.
+    conflict = document(
+        "deposit.requested",
+        request_id="dep-a1",
+        account_id=a,
+        amount_minor=99_999,
+        currency="EUR",
+        source_ref="SEPA 0001",
+    )
     try:
-        await asyncio.to_thread(publish, settings, first)
+        await asyncio.to_thread(publish, settings, first + bad + [conflict])
         await drain(settings)
         await wait_terminal(settings, ["pay-a1"])
         closing = [
@@ -250,6 +332,23 @@ async def test_every_request_is_answered_with_its_status_and_reason(lifecycle: L
     assert lifecycle.outcome_count[("deposit", "dep-a1")] == 2
     ids = {e["event_id"] for e in lifecycle.outcomes.values()}
     assert len(ids) == len(lifecycle.outcomes)
+
+
+async def test_malformed_and_conflicting_requests_are_dead_lettered_with_field_and_rule(lifecycle: Lifecycle) -> None:
+    rows = await fetch(lifecycle.settings, "SELECT stage, field, rule, detail FROM dead_letters ORDER BY origin_offset")
+    assert sorted((r["stage"], r["field"], r["rule"]) for r in rows) == sorted(
+        [
+            ("risk", "amount_minor", "range"),
+            ("risk", "amount_minor", "range"),
+            ("risk", "amount_minor", "range"),
+            ("risk", "currency", "enum"),
+            ("risk", "source_ref", "pattern"),
+            ("risk", "schema", "schema"),
+            ("risk", "amount_minor", "unknown_field"),
+            ("risk", "request_id", "idempotency_conflict"),
+        ]
+    )
+    assert not any(key[1].startswith("bad-") for key in lifecycle.outcomes)
 
 
 async def test_money_moved_once_through_balanced_journals(lifecycle: Lifecycle) -> None:
