@@ -25,7 +25,7 @@ from paystream.stage.contract import Output, StageResult
 from schemas.codec import encode
 from schemas.payments import FundsHeld, PaymentRequested, RiskAssessed
 from tests.support.pipeline import fresh_environment
-from tests.support.stages import accepted, payment, wait_until_blocked
+from tests.support.stages import accepted, payment, race, wait_until_blocked
 from workers.clearing import ClearingStage
 from workers.funds import FundsStage
 from workers.risk import RiskStage, _load_context
@@ -47,32 +47,6 @@ async def environment() -> AsyncIterator[Settings]:
 
 def _bytes(outputs: Sequence[Output]) -> list[tuple[str, str, bytes]]:
     return [(o.topic, o.key, encode(o.event)) for o in outputs]
-
-
-async def _race(settings: Settings, stage: Any, first: Sequence[Any], second: Sequence[Any]) -> tuple[Any, Any]:
-    """Apply `first` in an open transaction, start `second` in another, commit the first, finish the second."""
-    one, two, observer = await connect(settings), await connect(settings), await connect(settings)
-    try:
-        tx_one = one.transaction()
-        await tx_one.start()
-        first_result = await stage.apply(one, first, T0)
-        tx_two = two.transaction()
-        await tx_two.start()
-        pid = two.get_server_pid()
-        second_task = asyncio.create_task(stage.apply(two, second, T0 + timedelta(seconds=5)))
-        await wait_until_blocked(observer, pid)
-        await tx_one.commit()
-        try:
-            second_result: Any = await second_task
-        except Exception as error:  # noqa: BLE001 - the test inspects what the second one raised
-            second_result = error
-            await tx_two.rollback()
-        else:
-            await tx_two.commit()
-        return first_result, second_result
-    finally:
-        for connection in (one, two, observer):
-            await connection.close()
 
 
 async def _apply(settings: Settings, stage: Any, records: Sequence[Any]) -> StageResult:
@@ -101,7 +75,7 @@ async def test_one_payment_id_for_two_payers_ends_with_one_decision(environment:
     for_a = payment("race-two-payers", payer="payer-000000", created_at=T0)
     for_b = payment("race-two-payers", payer="payer-000004", created_at=T0)
 
-    first, second = await _race(environment, stage, [accepted(for_a)], [accepted(for_b, partition=1)])
+    first, second = await race(environment, stage, [accepted(for_a)], [accepted(for_b, partition=1)], T0)
 
     assert [type(o.event).__name__ for o in first.outputs] == ["RiskAssessed"]
     assert second.outputs == []
@@ -119,7 +93,7 @@ async def test_one_payment_id_for_two_payers_ends_with_one_decision(environment:
 
 async def test_a_risk_retry_racing_its_first_commit_returns_the_stored_decision(environment: Settings) -> None:
     request = payment("race-risk-retry", created_at=T0)
-    first, second = await _race(environment, RiskStage(environment), [accepted(request)], [accepted(request)])
+    first, second = await race(environment, RiskStage(environment), [accepted(request)], [accepted(request)], T0)
     assert second.refused == []
     assert _bytes(second.outputs) == _bytes(first.outputs)
 
@@ -129,7 +103,7 @@ async def test_a_funds_retry_racing_its_first_commit_returns_the_same_hold(envir
     risk = await _apply(environment, RiskStage(environment), [accepted(request)])
     record = accepted(risk.outputs[0].event)
 
-    first, second = await _race(environment, FundsStage(), [record], [record])
+    first, second = await race(environment, FundsStage(), [record], [record], T0)
 
     assert not isinstance(second, BaseException), second
     assert second.refused == []
@@ -141,7 +115,7 @@ async def test_a_clearing_retry_racing_its_first_commit_returns_the_same_clearin
     held = await _held(environment, payment("race-clearing-retry", created_at=T0))
     record = accepted(held)
 
-    first, second = await _race(environment, ClearingStage(), [record], [record])
+    first, second = await race(environment, ClearingStage(), [record], [record], T0)
 
     assert not isinstance(second, BaseException), second
     assert second.refused == []
@@ -176,7 +150,7 @@ async def test_the_merchant_daily_limit_holds_under_two_risk_consumers(environme
     one = payment("race-limit-1", payer="payer-000000", merchant="merchant-race", amount_minor=10_000, created_at=T0)
     two = payment("race-limit-2", payer="payer-000004", merchant="merchant-race", amount_minor=10_000, created_at=T0)
 
-    first, second = await _race(environment, stage, [accepted(one)], [accepted(two, partition=1)])
+    first, second = await race(environment, stage, [accepted(one)], [accepted(two, partition=1)], T0)
 
     assert [type(o.event).__name__ for o in first.outputs] == ["RiskAssessed"]
     assert isinstance(second, ConcurrentChangeError), second

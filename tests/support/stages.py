@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from paystream.db.pool import connect
 from paystream.publisher import PaymentPublisher
 from paystream.settings import Settings
 from paystream.stage.contract import Accepted, Origin
@@ -58,6 +59,34 @@ async def wait_until_blocked(observer: Any, pid: int) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"backend {pid} never waited on a lock within {LOCK_WAIT_S} s")
         await asyncio.sleep(0.02)
+
+
+async def race(
+    settings: Settings, stage: Any, first: Sequence[Any], second: Sequence[Any], at: datetime
+) -> tuple[Any, Any]:
+    """Apply `first` in an open transaction, start `second` in another, commit the first, finish the second."""
+    one, two, observer = await connect(settings), await connect(settings), await connect(settings)
+    try:
+        tx_one = one.transaction()
+        await tx_one.start()
+        first_result = await stage.apply(one, first, at)
+        tx_two = two.transaction()
+        await tx_two.start()
+        pid = two.get_server_pid()
+        second_task = asyncio.create_task(stage.apply(two, second, at + timedelta(seconds=5)))
+        await wait_until_blocked(observer, pid)
+        await tx_one.commit()
+        try:
+            second_result: Any = await second_task
+        except Exception as error:  # noqa: BLE001 - the test inspects what the second one raised
+            second_result = error
+            await tx_two.rollback()
+        else:
+            await tx_two.commit()
+        return first_result, second_result
+    finally:
+        for connection in (one, two, observer):
+            await connection.close()
 
 
 async def publish_requests(settings: Settings, requests: Sequence[PaymentRequested]) -> None:
