@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,9 +25,9 @@ from paystream.db.pool import connect
 from paystream.demo_data import build_world
 from paystream.merchants import onboard, spec_from_demo
 from paystream.merchants.model import FeeSchedule, merchant_spec
-from paystream.prepare import drop_database
+from paystream.prepare import create_database, drop_database, isolated_settings
 from paystream.reconcile import reconcile
-from paystream.settings import REPO_ROOT, Settings
+from paystream.settings import REPO_ROOT, Settings, load_settings
 from tests.support.pipeline import drain, fresh_environment
 from tests.support.stages import payment, publish_requests
 from workers.settlement_close import advance_cursors, close_due_batches, next_chunk
@@ -207,6 +208,23 @@ async def test_a_bad_value_is_refused_before_the_database_is_touched(environment
     assert (await cli(environment, "merchants", "show", "bad-1")).code == 1
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["list"], ["show", "m-1"], ["add", "m-1", "--name", "M", "--fee", "EUR:1"], ["suspend", "m-1"]],
+    ids=" ".join,
+)
+async def test_an_unmigrated_database_is_one_line(argv: list[str]) -> None:
+    settings = isolated_settings(load_settings(), f"merchnomig{uuid.uuid4().hex[:8]}")
+    assert await create_database(settings)
+    try:
+        ran = await cli(settings, "merchants", *argv)
+    finally:
+        await drop_database(settings)
+    assert ran == Ran(
+        2, "", f"paystream: error: database {settings.database_url} is not migrated: run `paystream db migrate`\n"
+    )
+
+
 async def test_suspend_resume_and_list(environment: Settings) -> None:
     assert (await cli(environment, "merchants", "add", "list-1", "--name", "Listed", "--fee", "JPY:300")).code == 0
     assert await cli(environment, "merchants", "suspend", "list-1") == Ran(
@@ -360,6 +378,8 @@ async def test_a_suspended_merchants_payments_are_rejected_and_its_open_batch_st
     await drain(environment, idle_exit_ms=3_000)
 
     assert (await cli(environment, "merchants", "suspend", "susp-1")).code == 0
+    open_batch = (await shown(environment, "susp-1"))["open_batches"]
+    assert [(b["currency"], b["items"]) for b in open_batch] == [("EUR", 1)]
     after = payment("susp-after", payer="payer-000004", merchant="susp-1")
     await publish_requests(environment, [after])
     await drain(environment, idle_exit_ms=3_000)

@@ -93,10 +93,13 @@ def test_cut_off_adds_the_grace_and_batch_ids_name_the_start() -> None:
 
 
 @settings(max_examples=300)
-@given(specs, instants)
-def test_every_instant_falls_in_one_cycle_and_cycles_are_contiguous(spec: CycleSpec, at: datetime) -> None:
+@given(specs, instants, st.integers(min_value=0, max_value=86_400))
+def test_every_instant_falls_in_one_cycle_and_cycles_are_contiguous(
+    spec: CycleSpec, at: datetime, grace_s: int
+) -> None:
     window = spec.window(at)
     assert window.start <= at < window.end
+    assert cutoff(window, timedelta(seconds=grace_s)) == window.end + timedelta(seconds=grace_s)
     # The same cycle for every instant inside it: its start and its last microsecond.
     assert spec.window(window.start) == window
     assert spec.window(window.end - TICK) == window
