@@ -3,12 +3,22 @@
 Each check is a query that returns the rows violating it (empty = holds).
 Only what must hold at every instant is checked: a payment in flight between
 two stages is not a violation, a payment with two clearing journals is.
+The queries for deposits, withdrawals, closed accounts and the platform
+accounts they move money through are in `paystream.reconcile_accounts`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
+
+from paystream.reconcile_accounts import (
+    CLOSED_ACCOUNT_HOLDS_NOTHING_SQL,
+    FUNDING_MATCHES_DEPOSITS_SQL,
+    PAYOUTS_MATCH_WITHDRAWALS_AND_BATCHES_SQL,
+    request_journal_sql,
+)
 
 EXAMPLES_MAX = 20
 
@@ -87,6 +97,34 @@ INVARIANTS: tuple[Invariant, ...] = (
                    GROUP BY account_id) h USING (account_id)
         WHERE a.kind = 'customer' AND a.held_minor <> coalesce(h.total, 0)
         """,
+    ),
+    Invariant(
+        "closed_account_holds_nothing",
+        "a closed customer account has balance 0, held 0 and no open hold",
+        CLOSED_ACCOUNT_HOLDS_NOTHING_SQL,
+    ),
+    Invariant(
+        "deposit_has_its_journal",
+        "each succeeded deposit has one deposit journal, funding -amount and account +amount in its currency;"
+        " each deposit journal has its succeeded deposit",
+        request_journal_sql("deposit"),
+    ),
+    Invariant(
+        "withdrawal_has_its_journal",
+        "each succeeded withdrawal has one withdrawal journal, account -amount and payout clearing +amount in its"
+        " currency; each withdrawal journal has its succeeded withdrawal",
+        request_journal_sql("withdrawal"),
+    ),
+    Invariant(
+        "funding_matches_deposits",
+        "per currency, the funding account's entries total -(succeeded deposits) plus what legacy funding journals"
+        " posted there",
+        FUNDING_MATCHES_DEPOSITS_SQL,
+    ),
+    Invariant(
+        "payout_clearing_matches_payouts",
+        "per currency, the payout-clearing account's entries total the succeeded withdrawals plus closed batches' net",
+        PAYOUTS_MATCH_WITHDRAWALS_AND_BATCHES_SQL,
     ),
     Invariant(
         "available_not_negative",
@@ -253,5 +291,11 @@ async def _check_all(connection: Any, hold_open_s_max: int) -> ReconcileReport:
             total = len(rows)
             if total > EXAMPLES_MAX:
                 total = await connection.fetchval(f"SELECT count(*) FROM ({sql}) v")
-            report.violations.append(Violation(invariant.name, total, [dict(r) for r in rows[:EXAMPLES_MAX]]))
+            report.violations.append(Violation(invariant.name, total, [_example(r) for r in rows[:EXAMPLES_MAX]]))
     return report
+
+
+def _example(row: Any) -> dict[str, Any]:
+    """A violating row for people and JSON: sums of minor units come back as numeric (Decimal, which may
+    print as 1.18026E+9); they are whole numbers, shown as int."""
+    return {k: int(v) if isinstance(v, Decimal) and v == v.to_integral_value() else v for k, v in row.items()}

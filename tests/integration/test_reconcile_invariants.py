@@ -1,17 +1,24 @@
-"""Six invariants of `paystream reconcile`, each broken on purpose, alone, on the real PostgreSQL.
+"""The invariants of `paystream reconcile`, each broken on purpose, alone, on the real PostgreSQL.
 
-A small real pipeline runs first (its own database); each test then breaks
+A small real pipeline runs first (its own database): account requests (opens, deposits, withdrawals, a
+close, declines) and payments through every stage. Each test then breaks
 exactly one invariant with direct SQL inside a transaction that is rolled back,
 and checks that reconcile reports that invariant and no other, with the
 offending row's id among its examples. Where the schema itself refuses the
 corruption (a foreign key, a unique index, a CHECK), the test drops that
 constraint first, in the same rolled-back transaction of the isolated database,
 and says so: reconcile is the net for what happens when such a guard is gone.
+
+A breakage that needs a balanced counter-leg takes it where no invariant bounds it: fee revenue and a
+merchant's pending account are only bounded below (`available_not_negative`), so a credit to either, or
+a debit that leaves it in credit, touches no other check. The funding and payout-clearing accounts are
+no longer such places: their totals are checked against deposits, withdrawals and closed batches.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -19,8 +26,17 @@ import pytest
 from paystream.db.pool import connect
 from paystream.ledger import fee_revenue_account, funding_account, merchant_pending_account, payout_clearing_account
 from paystream.prepare import drop_database
+from paystream.publisher import PaymentPublisher
 from paystream.reconcile import ReconcileReport, reconcile
 from paystream.settings import Settings
+from schemas.accounts import (
+    AccountCloseRequested,
+    AccountOpenRequested,
+    AccountRequest,
+    DepositRequested,
+    WithdrawalRequested,
+)
+from schemas.money import CurrencyCode
 from tests.support.pipeline import drain, fresh_environment, generate, publish, wait_terminal
 
 pytestmark = pytest.mark.integration
@@ -28,13 +44,92 @@ pytestmark = pytest.mark.integration
 Breakage = Callable[[Any], Awaitable[list[str]]]  # breaks the database, returns the offending ids
 
 
+# Account traffic next to the payments: A is funded, pays out and is refused a payout too large;
+# B is funded, paid out to zero and closed (a closed account that held money); C only receives a
+# deposit; two demo payers get a deposit and a withdrawal; a deposit to nobody is declined.
+ACCOUNT_A, ACCOUNT_B, ACCOUNT_C = "acct-a", "acct-b", "acct-c"
+EXPECTED_OPERATIONS = {
+    ("account.open", "open-a"): "succeeded",
+    ("deposit", "dep-a"): "succeeded",
+    ("withdrawal", "wd-a"): "succeeded",
+    ("withdrawal", "wd-a-too-much"): "declined",
+    ("account.open", "open-b"): "succeeded",
+    ("deposit", "dep-b"): "succeeded",
+    ("withdrawal", "wd-b"): "succeeded",
+    ("account.close", "close-b"): "succeeded",
+    ("account.open", "open-c"): "succeeded",
+    ("deposit", "dep-c"): "succeeded",
+    ("deposit", "dep-p5"): "succeeded",
+    ("withdrawal", "wd-p6"): "succeeded",
+    ("deposit", "dep-nobody"): "declined",
+}
+
+
+def account_requests() -> list[AccountRequest]:
+    now = datetime.now(UTC)
+
+    def deposit(request_id: str, account_id: str, amount: int, currency: CurrencyCode) -> DepositRequested:
+        return DepositRequested(
+            request_id=request_id,
+            account_id=account_id,
+            amount_minor=amount,
+            currency=currency,
+            source_ref=f"SEPA {request_id}",
+            created_at=now,
+        )
+
+    def withdrawal(request_id: str, account_id: str, amount: int, currency: CurrencyCode) -> WithdrawalRequested:
+        return WithdrawalRequested(
+            request_id=request_id,
+            account_id=account_id,
+            amount_minor=amount,
+            currency=currency,
+            destination_ref=f"IBAN {request_id}",
+            created_at=now,
+        )
+
+    def open_account(request_id: str, account_id: str, currency: CurrencyCode) -> AccountOpenRequested:
+        return AccountOpenRequested(
+            request_id=request_id, account_id=account_id, owner_id=account_id, currency=currency, created_at=now
+        )
+
+    return [
+        open_account("open-a", ACCOUNT_A, "EUR"),
+        deposit("dep-a", ACCOUNT_A, 50_000, "EUR"),
+        withdrawal("wd-a", ACCOUNT_A, 20_000, "EUR"),
+        withdrawal("wd-a-too-much", ACCOUNT_A, 40_000, "EUR"),  # 30,000 available: declined
+        open_account("open-b", ACCOUNT_B, "USD"),
+        deposit("dep-b", ACCOUNT_B, 3_000, "USD"),
+        withdrawal("wd-b", ACCOUNT_B, 3_000, "USD"),
+        AccountCloseRequested(request_id="close-b", account_id=ACCOUNT_B, created_at=now),
+        open_account("open-c", ACCOUNT_C, "EUR"),
+        deposit("dep-c", ACCOUNT_C, 7_000, "EUR"),
+        deposit("dep-p5", "payer-000005", 1_000, "USD"),
+        withdrawal("wd-p6", "payer-000006", 500, "GBP"),
+        deposit("dep-nobody", "acct-nobody", 100, "EUR"),
+    ]
+
+
 @pytest.fixture(scope="module")
 async def settled() -> AsyncIterator[Settings]:
     settings = await fresh_environment("recinv")
     generated = generate(120, settings.namespace.rstrip("."), seed=21)
+    async with PaymentPublisher(settings, client_id="paystream-tests") as publisher:
+        for request in account_requests():
+            await publisher.publish_account_request(request)
     await publish(settings, generated)
     await drain(settings)
     await wait_terminal(settings, [g.payment.payment_id for g in generated])
+    connection = await connect(settings)
+    try:
+        rows = await connection.fetch(
+            "SELECT kind, request_id, status FROM account_operations WHERE request_id = ANY($1::text[])",
+            [request_id for _, request_id in EXPECTED_OPERATIONS],
+        )
+    finally:
+        await connection.close()
+    # The breakages below rely on this traffic having been applied as written.
+    assert {(r["kind"], r["request_id"]): r["status"] for r in rows} == EXPECTED_OPERATIONS
     yield settings
     await drop_database(settings)
 
@@ -48,13 +143,14 @@ async def _one(c: Any, sql: str, *args: Any) -> Any:
 async def _journal(c: Any, journal_id: str, currency: str, legs: list[tuple[str, int]], **columns: Any) -> None:
     """A journal with its entries, written as paystream writes them (balanced unless the legs are not)."""
     await c.execute(
-        "INSERT INTO journals (journal_id, kind, payment_id, batch_id, currency, created_at)"
-        " VALUES ($1, $2, $3, $4, $5, now())",
+        "INSERT INTO journals (journal_id, kind, payment_id, batch_id, currency, created_at, request_id)"
+        " VALUES ($1, $2, $3, $4, $5, now(), $6)",
         journal_id,
         columns.get("kind", "correction"),
         columns.get("payment_id"),
         columns.get("batch_id"),
         currency,
+        columns.get("request_id"),
     )
     for account_id, amount in legs:
         await c.execute(
@@ -65,6 +161,26 @@ async def _journal(c: Any, journal_id: str, currency: str, legs: list[tuple[str,
             currency,
             amount,
         )
+
+
+async def _fee_to_merchant(c: Any, currency: str, amount: int) -> list[tuple[str, int]]:
+    """Legs moving `amount` from fee revenue (which stays in credit: asserted) to a merchant's pending
+    account: no invariant bounds either from above, so such legs involve no other check."""
+    fees = await c.fetchval(
+        "SELECT coalesce(sum(amount_minor), 0) FROM entries WHERE account_id = $1", fee_revenue_account(currency)
+    )
+    assert fees >= amount, f"the run collected {fees} in {currency} fees, the breakage needs {amount}"
+    merchant = await _one(
+        c,
+        "SELECT account_id FROM accounts WHERE kind = 'merchant_pending' AND currency = $1 ORDER BY account_id LIMIT 1",
+        currency,
+    )
+    return [(fee_revenue_account(currency), -amount), (merchant["account_id"], amount)]
+
+
+async def _set_balance(c: Any, account_id: str, delta: int) -> None:
+    """Keep a customer's balance equal to its entries after a breakage posted `delta` to it."""
+    await c.execute("UPDATE accounts SET balance_minor = balance_minor + $2 WHERE account_id = $1", account_id, delta)
 
 
 # --- ledger_sums_to_zero_per_currency ------------------------------------------------------------
@@ -88,7 +204,7 @@ async def entry_outside_any_journal(c: Any) -> list[str]:
 
 async def merchant_account_overdrawn(c: Any) -> list[str]:
     # A balanced correction debiting a merchant's pending account by more than it holds (its
-    # other leg credits the platform funding account, which no check bounds). No guard refuses it.
+    # other leg credits the platform's fee revenue, which no check bounds from above). No guard refuses it.
     row = await _one(
         c,
         """SELECT a.account_id, a.currency, coalesce(sum(e.amount_minor), 0) AS total
@@ -100,7 +216,7 @@ async def merchant_account_overdrawn(c: Any) -> list[str]:
         c,
         "bad:overdraft",
         row["currency"],
-        [(row["account_id"], -overdraft), (funding_account(row["currency"]), overdraft)],
+        [(row["account_id"], -overdraft), (fee_revenue_account(row["currency"]), overdraft)],
     )
     return [row["account_id"]]
 
@@ -134,7 +250,7 @@ async def customer_available_negative(c: Any) -> list[str]:
 
 async def second_clearing_journal(c: Any) -> list[str]:
     # The unique index journals_one_clearing_per_payment refuses it: dropped here. The second
-    # journal balances between platform accounts; the clearing record still points at the first.
+    # journal moves a unit from fee revenue to a merchant; the clearing record still points at the first.
     row = await _one(c, "SELECT payment_id, currency FROM clearings ORDER BY payment_id LIMIT 1")
     currency = row["currency"]
     await c.execute("DROP INDEX journals_one_clearing_per_payment")
@@ -142,7 +258,7 @@ async def second_clearing_journal(c: Any) -> list[str]:
         c,
         f"bad:clearing-again:{row['payment_id']}",
         currency,
-        [(funding_account(currency), -1), (fee_revenue_account(currency), 1)],
+        await _fee_to_merchant(c, currency, 1),
         kind="clearing",
         payment_id=row["payment_id"],
     )
@@ -152,13 +268,15 @@ async def second_clearing_journal(c: Any) -> list[str]:
 async def second_payout_journal(c: Any) -> list[str]:
     # The unique index journals_one_payout_per_batch refuses it: dropped here. The batch id is one
     # no settlement batch has: a real closed batch's doubled payout would break closed_batch_totals too.
+    # The journals move a unit from fee revenue to a merchant each: a payout that credited the
+    # payout-clearing account would also break payout_clearing_matches_payouts.
     await c.execute("DROP INDEX journals_one_payout_per_batch")
     for n in (1, 2):
         await _journal(
             c,
             f"bad:payout-{n}",
             "EUR",
-            [(funding_account("EUR"), -1), (payout_clearing_account("EUR"), 1)],
+            await _fee_to_merchant(c, "EUR", 1),
             kind="payout",
             batch_id="bad-batch",
         )
@@ -200,8 +318,8 @@ async def captured_hold_without_clearing(c: Any) -> list[str]:
 
 async def _ghost_clearing(c: Any, payment_id: str) -> None:
     """A clearing, with a journal that matches it, for a payment with no payments row (which the status
-    checks would read). Its payer leg debits the funding account, not a customer, so no customer
-    balance moves. No guard refuses it."""
+    checks would read). Its payer is an open customer that can afford it, whose balance is lowered to
+    match its entries. No guard refuses it."""
     currency = "EUR"
     merchant = (
         await _one(
@@ -210,7 +328,17 @@ async def _ghost_clearing(c: Any, payment_id: str) -> None:
             currency,
         )
     )["owner_id"]
-    payer, gross, fee = funding_account(currency), 1_000, 30
+    gross, fee = 1_000, 30
+    payer = (
+        await _one(
+            c,
+            "SELECT account_id FROM accounts WHERE kind = 'customer' AND status = 'open' AND currency = $1"
+            " AND balance_minor - held_minor >= $2 ORDER BY account_id LIMIT 1",
+            currency,
+            gross,
+        )
+    )["account_id"]
+    await _set_balance(c, payer, -gross)
     journal_id = f"bad:clearing:{payment_id}"
     await _journal(
         c,
@@ -331,6 +459,86 @@ async def item_without_a_payment(c: Any) -> list[str]:
     return [row["payment_id"]]
 
 
+# --- closed_account_holds_nothing ----------------------------------------------------------------
+
+
+async def closed_account_funded_by_hand(c: Any) -> list[str]:
+    # B was paid out to zero and closed through the pipeline. A hand-written legacy `funding` journal
+    # credits it (its balance raised to match the entries): funding_matches_deposits counts funding
+    # journals as they are, and no other check asks whether the account is open.
+    await _journal(c, "bad:fund-closed", "USD", [(funding_account("USD"), -500), (ACCOUNT_B, 500)], kind="funding")
+    await _set_balance(c, ACCOUNT_B, 500)
+    return [ACCOUNT_B]
+
+
+# --- deposit_has_its_journal ---------------------------------------------------------------------
+
+
+async def deposit_recorded_for_another_account(c: Any) -> list[str]:
+    # Funds' record says A received C's deposit; the journal credits C. The platform totals read only
+    # the amount and currency, and nothing else reads the operation's account. No guard refuses it.
+    await c.execute(
+        "UPDATE account_operations SET account_id = $1 WHERE kind = 'deposit' AND request_id = 'dep-c'", ACCOUNT_A
+    )
+    return ["dep-c"]
+
+
+async def second_deposit_journal(c: Any) -> list[str]:
+    # The unique index journals_one_per_account_request refuses it: dropped here. A second `deposit`
+    # journal for C's deposit, which its operation does not name; its legs move a unit from fee
+    # revenue to a merchant, so the funding total and every balance stay as they were.
+    await c.execute("DROP INDEX journals_one_per_account_request")
+    await _journal(
+        c, "bad:deposit-again", "EUR", await _fee_to_merchant(c, "EUR", 1), kind="deposit", request_id="dep-c"
+    )
+    return ["bad:deposit-again"]
+
+
+# --- withdrawal_has_its_journal ------------------------------------------------------------------
+
+
+async def second_withdrawal_journal(c: Any) -> list[str]:
+    # As above for A's withdrawal: a second `withdrawal` journal its operation does not name, whose
+    # legs leave the payout-clearing account and every balance as they were.
+    await c.execute("DROP INDEX journals_one_per_account_request")
+    await _journal(
+        c, "bad:withdrawal-again", "EUR", await _fee_to_merchant(c, "EUR", 1), kind="withdrawal", request_id="wd-a"
+    )
+    return ["bad:withdrawal-again"]
+
+
+async def withdrawal_recorded_for_another_account(c: Any) -> list[str]:
+    # B's withdrawal re-recorded as C's: same amount and currency, so only the journal comparison sees it.
+    await c.execute(
+        "UPDATE account_operations SET account_id = $1 WHERE kind = 'withdrawal' AND request_id = 'wd-b'", ACCOUNT_C
+    )
+    return ["wd-b"]
+
+
+# --- funding_matches_deposits --------------------------------------------------------------------
+
+
+async def money_from_funding_without_a_deposit(c: Any) -> list[str]:
+    # A correction takes money from outside (the funding account) with no deposit behind it, into fee
+    # revenue. Every journal still balances; only the funding total no longer matches the deposits.
+    await _journal(c, "bad:unfunded", "EUR", [(funding_account("EUR"), -250), (fee_revenue_account("EUR"), 250)])
+    return ["EUR"]
+
+
+# --- payout_clearing_matches_payouts -------------------------------------------------------------
+
+
+async def money_taken_from_payout_clearing(c: Any) -> list[str]:
+    # A correction moves a unit out of payout clearing (which stays in credit) into fee revenue: the
+    # account no longer holds what withdrawals and closed batches paid out.
+    held = await c.fetchval(
+        "SELECT coalesce(sum(amount_minor), 0) FROM entries WHERE account_id = $1", payout_clearing_account("EUR")
+    )
+    assert held >= 1, "the run paid nothing out in EUR"
+    await _journal(c, "bad:unpaid", "EUR", [(payout_clearing_account("EUR"), -1), (fee_revenue_account("EUR"), 1)])
+    return ["EUR"]
+
+
 BREAKAGES: dict[str, tuple[Breakage, str]] = {
     "rejected payment with a hold": (rejected_payment_with_a_hold, "payment_status_matches_stage_records"),
     "item without a payment": (item_without_a_payment, "settled_once_and_none_missing"),
@@ -345,6 +553,16 @@ BREAKAGES: dict[str, tuple[Breakage, str]] = {
     "item names another merchant": (item_names_another_merchant, "items_match_clearings"),
     "amounts moved between items": (amounts_moved_between_items, "items_match_clearings"),
     "item without clearing": (item_without_clearing, "items_match_clearings"),
+    "closed account funded by hand": (closed_account_funded_by_hand, "closed_account_holds_nothing"),
+    "deposit recorded for another account": (deposit_recorded_for_another_account, "deposit_has_its_journal"),
+    "second deposit journal": (second_deposit_journal, "deposit_has_its_journal"),
+    "second withdrawal journal": (second_withdrawal_journal, "withdrawal_has_its_journal"),
+    "withdrawal recorded for another account": (
+        withdrawal_recorded_for_another_account,
+        "withdrawal_has_its_journal",
+    ),
+    "money from funding without a deposit": (money_from_funding_without_a_deposit, "funding_matches_deposits"),
+    "money taken from payout clearing": (money_taken_from_payout_clearing, "payout_clearing_matches_payouts"),
 }
 
 
@@ -389,7 +607,7 @@ async def test_a_clearing_journal_with_extra_entries_is_one_effect_too_many(sett
 
     async def extra_entries(c: Any) -> list[str]:
         row = await _one(c, "SELECT journal_id, currency FROM clearings ORDER BY payment_id LIMIT 1")
-        for account_id, amount in ((funding_account(row["currency"]), -1), (fee_revenue_account(row["currency"]), 1)):
+        for account_id, amount in await _fee_to_merchant(c, row["currency"], 1):
             await c.execute(
                 "INSERT INTO entries (journal_id, account_id, currency, amount_minor, created_at)"
                 " VALUES ($1, $2, $3, $4, now())",
@@ -404,3 +622,44 @@ async def test_a_clearing_journal_with_extra_entries_is_one_effect_too_many(sett
     failed = {v.invariant: v for v in report.failures()}
     assert set(failed) == {"one_effect_per_payment", "clearing_matches_journal"}, [str(v) for v in failed.values()]
     assert {"effect": "clearing entries", "id": journal_id, "n": 5} in failed["one_effect_per_payment"].examples
+
+
+async def test_a_journal_for_a_declined_withdrawal_is_reported_with_the_money_it_paid_out(settled: Settings) -> None:
+    """A withdrawal journal for a request funds declined cannot break withdrawal_has_its_journal alone
+    when it moves money as a withdrawal does: the payout-clearing account then holds more than was paid
+    out, and that is reported too. No guard refuses it: the declined operation still names no journal."""
+
+    async def journal_for_declined(c: Any) -> list[str]:
+        await _journal(
+            c,
+            "withdrawal:wd-a-too-much",
+            "EUR",
+            [(ACCOUNT_A, -1_000), (payout_clearing_account("EUR"), 1_000)],
+            kind="withdrawal",
+            request_id="wd-a-too-much",
+        )
+        await _set_balance(c, ACCOUNT_A, -1_000)
+        return ["withdrawal:wd-a-too-much"]
+
+    report, (journal_id,) = await _reconcile_after(settled, journal_for_declined)
+    failed = {v.invariant: v for v in report.failures()}
+    assert set(failed) == {"withdrawal_has_its_journal", "payout_clearing_matches_payouts"}, [
+        str(v) for v in failed.values()
+    ]
+    assert any(journal_id in row.values() for row in failed["withdrawal_has_its_journal"].examples)
+    assert any("EUR" in row.values() for row in failed["payout_clearing_matches_payouts"].examples)
+
+
+async def test_a_legacy_funding_journal_is_counted_so_reconcile_stays_green(settled: Settings) -> None:
+    """Accounts funded before deposits existed were funded by `funding` journals (funding -x, customer
+    +x) with no operation behind them: funding_matches_deposits counts them as they are, so a ledger
+    holding one reconciles."""
+
+    async def legacy_funding(c: Any) -> list[str]:
+        await _journal(c, "fund:legacy", "EUR", [(funding_account("EUR"), -9_000), (ACCOUNT_C, 9_000)], kind="funding")
+        await _set_balance(c, ACCOUNT_C, 9_000)
+        return []
+
+    report, _ = await _reconcile_after(settled, legacy_funding)
+    assert report.failures() == [], [str(v) for v in report.failures()]
+    assert "funding_matches_deposits" in report.checked
