@@ -21,16 +21,19 @@ from paystream.settings import Settings
 from schemas.accounts import AccountOutcome
 from schemas.codec import Decoder, Invalid
 from schemas.payments import PaymentOutcome
+from schemas.retired import PaymentOutcomeV1
 from schemas.settlement import SettlementBatchClosed
 from topology.topics import ACCOUNTS_OUTCOMES, PAYMENTS_OUTCOMES, SETTLEMENTS_CLOSED
 
 E = TypeVar("E", bound=msgspec.Struct)
 
 SEEN_IDS_MAX = 1_000_000
-RESULT_TOPICS: dict[str, tuple[str, type[msgspec.Struct]]] = {
-    "outcomes": (PAYMENTS_OUTCOMES, PaymentOutcome),
-    "accounts": (ACCOUNTS_OUTCOMES, AccountOutcome),
-    "settlements": (SETTLEMENTS_CLOSED, SettlementBatchClosed),
+# Each kind's topic and the contracts read from it, newest first: retained
+# events of an older version (schemas/retired.py) are read too.
+RESULT_TOPICS: dict[str, tuple[str, tuple[type[msgspec.Struct], ...]]] = {
+    "outcomes": (PAYMENTS_OUTCOMES, (PaymentOutcome, PaymentOutcomeV1)),
+    "accounts": (ACCOUNTS_OUTCOMES, (AccountOutcome,)),
+    "settlements": (SETTLEMENTS_CLOSED, (SettlementBatchClosed,)),
 }
 
 
@@ -74,8 +77,8 @@ async def follow(
     With `group_id` the consumer commits after each yielded batch (resumes
     where it stopped); without, it reads as an anonymous observer.
     """
-    topic, event_type = RESULT_TOPICS[kind]
-    decoder: Decoder[msgspec.Struct] = Decoder(event_type)
+    topic, event_types = RESULT_TOPICS[kind]
+    decoder: Decoder[msgspec.Struct] = Decoder(event_types)
     dedup = dedup or EventDeduplicator()
     consumer = AIOKafkaConsumer(
         settings.topic(topic),

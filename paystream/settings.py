@@ -86,6 +86,11 @@ class Settings:
     # A hold still open this long after it was placed is a reconcile violation
     # (`hold_open_within_bound`): every hold must end captured or released.
     hold_open_s_max: int = 3_600
+    # Manual capture: an uncaptured hold expires this long after the payment's
+    # created_at at the latest (a request's `capture_by` may shorten it).
+    hold_expiry_s_max: int = 7 * 86_400
+    # How often the funds stage expires the holds past their deadline.
+    hold_expiry_interval_ms: int = 1_000
 
     # Settlement cycles and their cut-off.
     settlement_cycle_s: int = 86_400
@@ -169,6 +174,8 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "event_time_past_s_max": (1, 86_400),
     "event_time_future_s_max": (0, 3_600),
     "hold_open_s_max": (60, 7 * 86_400),
+    "hold_expiry_s_max": (1, 30 * 86_400),
+    "hold_expiry_interval_ms": (10, 600_000),
     "settlement_cycle_s": (1, 31 * 86_400),
     "settlement_grace_s": (0, 86_400),
     "settlement_close_interval_ms": (10, 600_000),

@@ -26,7 +26,7 @@ from schemas.payments import Event, IdText, MetadataMap, Reasons, RefText, UtcTi
 # card funding reference): printable, no control characters.
 ExternalRef = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[!-~]+( [!-~]+)*\Z")]
 
-AccountRequestKind = Literal["account.open", "account.close", "deposit", "withdrawal"]
+AccountRequestKind = Literal["account.open", "account.close", "deposit", "withdrawal", "capture", "void"]
 
 
 class AccountOpenRequested(Event, frozen=True, kw_only=True):
@@ -81,13 +81,52 @@ class WithdrawalRequested(Event, frozen=True, kw_only=True):
     metadata: MetadataMap = msgspec.field(default_factory=dict)
 
 
-AccountRequest = AccountOpenRequested | AccountCloseRequested | DepositRequested | WithdrawalRequested
+class CaptureRequested(Event, frozen=True, kw_only=True):
+    """Capture a manual-capture payment's hold: all of it, or less (the rest is released).
+
+    On the payer's account like the payment (key = `account_id`, the payment's
+    payer), so it is decided in order with the account's other requests.
+    """
+
+    schema: Literal["capture.requested"] = "capture.requested"
+    v: Literal[1] = 1
+    request_id: IdText
+    account_id: IdText
+    payment_id: IdText
+    amount_minor: PositiveAmountMinor
+    currency: CurrencyCode
+    created_at: UtcTime
+    metadata: MetadataMap = msgspec.field(default_factory=dict)
+
+
+class VoidRequested(Event, frozen=True, kw_only=True):
+    """Release a manual-capture payment's whole hold without capturing anything."""
+
+    schema: Literal["void.requested"] = "void.requested"
+    v: Literal[1] = 1
+    request_id: IdText
+    account_id: IdText
+    payment_id: IdText
+    created_at: UtcTime
+    metadata: MetadataMap = msgspec.field(default_factory=dict)
+
+
+AccountRequest = (
+    AccountOpenRequested
+    | AccountCloseRequested
+    | DepositRequested
+    | WithdrawalRequested
+    | CaptureRequested
+    | VoidRequested
+)
 
 REQUEST_KINDS: dict[type[msgspec.Struct], AccountRequestKind] = {
     AccountOpenRequested: "account.open",
     AccountCloseRequested: "account.close",
     DepositRequested: "deposit",
     WithdrawalRequested: "withdrawal",
+    CaptureRequested: "capture",
+    VoidRequested: "void",
 }
 REQUEST_TYPES: dict[str, type[AccountRequest]] = {kind: t for t, kind in REQUEST_KINDS.items()}  # type: ignore[misc]
 
@@ -119,9 +158,10 @@ class AccountRequestApproved(Event, frozen=True, kw_only=True):
     assessed_at: UtcTime
 
 
-# succeeded: applied (account open or closed, money moved); declined: funds
-# refused it (unknown or closed account, currency mismatch, insufficient funds,
-# account not empty); rejected: risk refused it (blocklist, limits).
+# succeeded: applied (account open or closed, money moved, a hold captured or
+# voided); declined: funds refused it (unknown or closed account, currency
+# mismatch, insufficient funds, account not empty, a hold not open for
+# capture); rejected: risk refused it (blocklist, limits).
 AccountOutcomeStatus = Literal["succeeded", "declined", "rejected"]
 
 
@@ -142,6 +182,8 @@ class AccountOutcome(Event, frozen=True, kw_only=True):
     journal_id: RefText | None = None
     created_at: UtcTime
     occurred_at: UtcTime
+    # Captures and voids: the payment they act on.
+    payment_id: IdText | None = None
 
 
 def account_request_event_id(kind: str, request_id: str) -> str:

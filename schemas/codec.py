@@ -89,9 +89,10 @@ class Invalid:
 
 
 class _SchemaName(msgspec.Struct):
-    """Only the `schema` field of a document, to pick the type that decodes it."""
+    """Only the `schema` and `v` fields of a document, to pick the type that decodes it."""
 
     schema: str | None = None
+    v: int | None = None
 
 
 _SCHEMA_NAME = msgspec.json.Decoder(_SchemaName)
@@ -99,10 +100,14 @@ _SCHEMA_NAME = msgspec.json.Decoder(_SchemaName)
 
 def schema_name_of(event_type: type[msgspec.Struct]) -> str:
     """The `schema` field's fixed value (`schema: Literal["x"] = "x"`) of a contract."""
+    return str(_fixed_default(event_type, "schema"))
+
+
+def _fixed_default(event_type: type[msgspec.Struct], name: str) -> object:
     for field in msgspec.structs.fields(event_type):
-        if field.name == "schema" and isinstance(field.default, str):
+        if field.name == name and field.default is not msgspec.NODEFAULT:
             return field.default
-    raise TypeError(f"{event_type.__name__} has no fixed `schema` field")
+    raise TypeError(f"{event_type.__name__} has no fixed `{name}` field")
 
 
 class Decoder(Generic[E]):
@@ -110,7 +115,9 @@ class Decoder(Generic[E]):
 
     Given several types, the document's `schema` field picks the type (the
     first type when the field is absent, so a payment request that omits it
-    still decodes as one); an unknown name is refused with rule `schema`.
+    still decodes as one), and `v` the version when several versions of one
+    contract are given (a reader of retained events of an older version); an
+    unknown name is refused with rule `schema`.
 
     `admit`, when given, is asked about every event that passed every other
     rule, with the record's time (`decode`'s `record_time`, or now when the
@@ -128,10 +135,15 @@ class Decoder(Generic[E]):
         self.record_bytes_max = record_bytes_max
         self.admit = admit
         self._decoder = msgspec.json.Decoder(types[0])
-        # One decoder per schema name when the topic carries several types.
-        self._by_schema: dict[str, msgspec.json.Decoder[Any]] = (
-            {schema_name_of(t): msgspec.json.Decoder(t) for t in types} if len(types) > 1 else {}
-        )
+        # One decoder per (schema, version) when the topic carries several types;
+        # per name, the first type given is the one a document without `v` gets.
+        self._by_version: dict[tuple[str, object], msgspec.json.Decoder[Any]] = {}
+        self._by_schema: dict[str, msgspec.json.Decoder[Any]] = {}
+        if len(types) > 1:
+            for t in types:
+                decoder = msgspec.json.Decoder(t)
+                self._by_version[(schema_name_of(t), _fixed_default(t, "v"))] = decoder
+                self._by_schema.setdefault(schema_name_of(t), decoder)
         # Room kept for the events derived from each type (payment requests only).
         self._reserved = {t: RESERVED_BYTES.get(t, 0) for t in types}
         self.reserved_bytes = self._reserved[types[0]]
@@ -140,15 +152,15 @@ class Decoder(Generic[E]):
         if not self._by_schema:
             return self._decoder
         try:
-            name = _SCHEMA_NAME.decode(raw).schema
+            named = _SCHEMA_NAME.decode(raw)
         except (msgspec.ValidationError, msgspec.DecodeError):
             return self._decoder  # not JSON, or `schema` not a string: the main decoder says what is wrong
-        if name is None:
+        if named.schema is None:
             return self._decoder
-        found = self._by_schema.get(name)
+        found = self._by_version.get((named.schema, named.v)) or self._by_schema.get(named.schema)
         if found is None:
             known = ", ".join(sorted(self._by_schema))
-            return Invalid("schema", "schema", f"unknown event schema {name!r} on this topic; known: {known}")
+            return Invalid("schema", "schema", f"unknown event schema {named.schema!r} on this topic; known: {known}")
         return found
 
     def decode(self, raw: bytes | None, record_time: datetime | None = None) -> E | Invalid:

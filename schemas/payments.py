@@ -32,6 +32,9 @@ MetadataMap = Annotated[
 ]
 Reasons = Annotated[list[Annotated[str, msgspec.Meta(max_length=200)]], msgspec.Meta(max_length=16)]
 PaymentMethod = Literal["card", "wallet", "bank_transfer"]
+# automatic: captured as soon as the hold is placed; manual: the hold waits for
+# a capture.requested or a void.requested, and expires at its deadline.
+CaptureMode = Literal["automatic", "manual"]
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -56,6 +59,10 @@ class PaymentRequested(Event, frozen=True, kw_only=True):
     method: PaymentMethod
     created_at: UtcTime
     metadata: MetadataMap = msgspec.field(default_factory=dict)
+    capture: CaptureMode = "automatic"
+    # Manual capture only: when the uncaptured hold expires, at the latest
+    # created_at + PAYSTREAM_HOLD_EXPIRY_S_MAX (an earlier time shortens it).
+    capture_by: UtcTime | None = None
 
 
 class RiskAssessed(Event, frozen=True, kw_only=True):
@@ -79,6 +86,9 @@ class FundsHeld(Event, frozen=True, kw_only=True):
     hold_id: RefText
     held_at: UtcTime
     payment: PaymentRequested
+    # A manual capture: the amount to capture (at most the payment's); the rest
+    # of the hold is released. None: capture the whole amount.
+    capture_minor: PositiveAmountMinor | None = None
 
 
 class PaymentCleared(Event, frozen=True, kw_only=True):
@@ -103,7 +113,10 @@ class PaymentCleared(Event, frozen=True, kw_only=True):
 # `failed`: the payment was accepted but a later stage could not go on with it
 # (its record was isolated as poison, or clearing found no fee schedule); any
 # hold was released. Terminal, like rejected, declined and settled.
-OutcomeStatus = Literal["rejected", "declined", "failed", "cleared", "settled"]
+# Manual capture (v2): `authorized` (held, waiting for a capture or a void),
+# then `cleared` (captured, `captured_minor` may be less than the amount),
+# `voided` or `expired` (the hold released; terminal).
+OutcomeStatus = Literal["rejected", "declined", "failed", "authorized", "voided", "expired", "cleared", "settled"]
 OutcomeStage = Literal["risk", "funds", "clearing", "settlement"]
 
 
@@ -111,7 +124,7 @@ class PaymentOutcome(Event, frozen=True, kw_only=True):
     """A terminal or customer-visible status, for downstream systems."""
 
     schema: Literal["payment.outcome"] = "payment.outcome"
-    v: Literal[1] = 1
+    v: Literal[2] = 2
     event_id: RefText
     payment_id: IdText
     status: OutcomeStatus
@@ -124,6 +137,8 @@ class PaymentOutcome(Event, frozen=True, kw_only=True):
     created_at: UtcTime
     occurred_at: UtcTime
     batch_id: RefText | None = None
+    # What was captured (cleared and settled outcomes): less than amount_minor after a partial capture.
+    captured_minor: PositiveAmountMinor | None = None
 
 
 def outcome_of(

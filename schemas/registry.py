@@ -65,6 +65,9 @@ JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_ID_BASE: Final = "https://paystream.dev/schemas/"
 # Where the committed files live (shipped as package data, see pyproject.toml).
 SCHEMA_DIR: Final = Path(__file__).resolve().parent / "json"
+# Files of contract versions no longer written (schemas/retired.py): kept as
+# they were published, never rewritten, and not reported as drift.
+RETIRED_FILES: Final = frozenset({"payment.outcome.v1.json"})
 
 EVENT_TYPES: Final[Mapping[str, type[Event]]] = MappingProxyType(
     {
@@ -319,8 +322,12 @@ def check_schema_files(directory: Path = SCHEMA_DIR) -> list[str]:
             drift.append(f"missing: {path}")
         elif path.read_text(encoding="utf-8") != render(name):
             drift.append(f"differs: {path}")
+    for retired in sorted(RETIRED_FILES):
+        if not (directory / retired).is_file():
+            drift.append(f"missing retired: {directory / retired}")
     if directory.is_dir():
-        drift.extend(f"unexpected: {path}" for path in sorted(directory.glob("*.json")) if path.name not in expected)
+        kept = expected | RETIRED_FILES
+        drift.extend(f"unexpected: {path}" for path in sorted(directory.glob("*.json")) if path.name not in kept)
     return drift
 
 

@@ -18,7 +18,7 @@ def build_stage(name: str, settings: Settings) -> Any:
     if name == "funds":
         from workers.funds import FundsStage
 
-        return FundsStage()
+        return FundsStage(settings)
     if name == "clearing":
         from workers.clearing import ClearingStage
 

@@ -17,12 +17,15 @@ from schemas.accounts import (
     AccountCloseRequested,
     AccountOpenRequested,
     AccountRequest,
+    CaptureRequested,
     DepositRequested,
+    VoidRequested,
     WithdrawalRequested,
     journal_id_for,
     request_kind,
 )
 from schemas.payments import PaymentRequested
+from workers.capture_rules import HoldState, capture_refusal, void_refusal
 
 # A customer balance stays far inside bigint whatever upstream deposits: a
 # deposit that would pass this is declined (`balance_limit`), never an overflow.
@@ -61,6 +64,8 @@ class AccountDecision:
     journal_id: str | None
     decided_at: datetime
     journal: Journal | None = None
+    # Captures and voids: the payment whose hold they act on.
+    payment_id: str | None = None
 
 
 def hold_refusal(payment: PaymentRequested, accounts: dict[str, AccountState]) -> str | None:
@@ -77,10 +82,12 @@ def hold_refusal(payment: PaymentRequested, accounts: dict[str, AccountState]) -
 
 
 def decide_account_request(
-    request: AccountRequest, accounts: dict[str, AccountState], now: datetime
+    request: AccountRequest, accounts: dict[str, AccountState], now: datetime, holds: dict[str, HoldState] | None = None
 ) -> AccountDecision:
-    """Apply one request to `accounts` (when it succeeds) and say what happened."""
+    """Apply one request to `accounts` (and, for a capture or void, to its hold in `holds`) and say what happened."""
     kind = request_kind(request)
+    if isinstance(request, CaptureRequested | VoidRequested):
+        return _decide_on_hold(request, accounts, now, holds or {})
     account = accounts.get(request.account_id)
     reason: str | None
     posted: Journal | None = None
@@ -125,6 +132,36 @@ def decide_account_request(
         posted.journal_id if posted else None,
         now,
         posted,
+    )
+
+
+def _decide_on_hold(
+    request: CaptureRequested | VoidRequested,
+    accounts: dict[str, AccountState],
+    now: datetime,
+    holds: dict[str, HoldState],
+) -> AccountDecision:
+    hold = holds.get(request.payment_id)
+    amount: int | None
+    currency: str | None
+    if isinstance(request, CaptureRequested):
+        reason = capture_refusal(request, hold, now)
+        amount, currency = request.amount_minor, request.currency
+    else:
+        reason = void_refusal(request, hold, accounts, now)
+        amount = hold.amount_minor if hold is not None and reason is None else None
+        currency = hold.currency if hold is not None else None
+    return AccountDecision(
+        request_kind(request),
+        request.request_id,
+        request.account_id,
+        reason is None,
+        (reason,) if reason else (),
+        amount,
+        currency,
+        None,
+        now,
+        payment_id=request.payment_id,
     )
 
 

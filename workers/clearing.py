@@ -127,18 +127,19 @@ def _refusal(record: Accepted[FundsHeld], done: Cleared | None, hold: OpenHold |
 
 
 def _clear(hold: OpenHold, schedule: FeeSchedule, now: datetime) -> Cleared:
-    fee, net = split(hold.amount_minor, schedule)
+    fee, net = split(hold.capture_minor, schedule)
     return Cleared(
         hold.payment_id,
         hold.payer_account,
         hold.merchant_id,
         hold.currency,
-        hold.amount_minor,
+        hold.capture_minor,
         fee,
         net,
         f"clr:{hold.payment_id}",
         hold.created_at,
         now,
+        hold.amount_minor,
     )
 
 
@@ -166,12 +167,13 @@ def _outputs(done: Cleared) -> list[Output]:
                 "payment_id": done.payment_id,
                 "payer_account": done.payer_account,
                 "merchant_id": done.merchant_id,
-                "amount_minor": done.gross_minor,
+                "amount_minor": done.amount_minor,
                 "currency": done.currency,
                 "created_at": done.event_time,
             },
             "cleared",
             "clearing",
             done.cleared_at,
+            captured_minor=done.gross_minor,
         ),
     ]

@@ -24,6 +24,8 @@ from workers.fees import FeeSchedule
 
 @dataclass(frozen=True, slots=True)
 class Cleared:
+    """A capture: `gross_minor` is what was captured, `amount_minor` the payment's (authorized) amount."""
+
     payment_id: str
     payer_account: str
     merchant_id: str
@@ -34,15 +36,20 @@ class Cleared:
     journal_id: str
     event_time: datetime
     cleared_at: datetime
+    amount_minor: int
 
     @property
     def identity(self) -> Identity:
-        return (self.payer_account, self.merchant_id, self.gross_minor, self.currency)
+        return (self.payer_account, self.merchant_id, self.amount_minor, self.currency)
 
 
 @dataclass(frozen=True, slots=True)
 class OpenHold:
-    """An open hold joined with its payment row: the stored truth a capture is made from."""
+    """A hold ready for capture joined with its payment row: the stored truth a capture is made from.
+
+    `capture_minor` is what to capture: the whole amount (automatic capture),
+    or what a manual capture accepted by funds asked for.
+    """
 
     payment_id: str
     payer_account: str
@@ -50,6 +57,7 @@ class OpenHold:
     amount_minor: int
     currency: CurrencyCode
     created_at: datetime
+    capture_minor: int
 
     @property
     def identity(self) -> Identity:
@@ -58,9 +66,9 @@ class OpenHold:
 
 async def stored_clearings(connection: Any, payment_ids: list[str]) -> dict[str, Cleared]:
     rows = await connection.fetch(
-        """SELECT payment_id, payer_account, merchant_id, currency, gross_minor, fee_minor, net_minor,
-                  journal_id, event_time, cleared_at
-           FROM clearings WHERE payment_id = ANY($1::text[])""",
+        """SELECT c.payment_id, c.payer_account, c.merchant_id, c.currency, c.gross_minor, c.fee_minor, c.net_minor,
+                  c.journal_id, c.event_time, c.cleared_at, p.amount_minor
+           FROM clearings c JOIN payments p USING (payment_id) WHERE c.payment_id = ANY($1::text[])""",
         payment_ids,
     )
     return {
@@ -75,16 +83,22 @@ async def stored_clearings(connection: Any, payment_ids: list[str]) -> dict[str,
             row["journal_id"],
             row["event_time"],
             row["cleared_at"],
+            row["amount_minor"],
         )
         for row in rows
     }
 
 
 async def lock_holds(connection: Any, payment_ids: list[str]) -> tuple[dict[str, OpenHold], dict[str, str]]:
-    """Lock every hold row of the batch (whatever its status); return the open ones and every status."""
+    """Lock every hold row of the batch (whatever its status); return those ready for capture and every status.
+
+    Ready: an automatic capture's open hold, or a manual one funds accepted a
+    capture for (`capturing`). A manual hold still waiting is not: it is
+    captured only when a capture request says so.
+    """
     rows = await connection.fetch(
-        """SELECT h.payment_id, h.status, h.account_id, h.amount_minor, h.currency,
-                  p.merchant_id, p.created_at
+        """SELECT h.payment_id, h.status, h.account_id, h.amount_minor, h.currency, h.capture_minor,
+                  p.merchant_id, p.created_at, p.capture_mode
            FROM holds h JOIN payments p USING (payment_id)
            WHERE h.payment_id = ANY($1::text[])
            ORDER BY h.payment_id FOR UPDATE OF h""",
@@ -98,9 +112,10 @@ async def lock_holds(connection: Any, payment_ids: list[str]) -> tuple[dict[str,
             row["amount_minor"],
             row["currency"].strip(),
             row["created_at"],
+            row["capture_minor"] or row["amount_minor"],
         )
         for row in rows
-        if row["status"] == "held"
+        if (row["status"], row["capture_mode"]) in (("held", "automatic"), ("capturing", "manual"))
     }
     return open_holds, {row["payment_id"]: row["status"] for row in rows}
 
@@ -145,22 +160,30 @@ async def store_clearings(connection: Any, new: list[Cleared], now: datetime) ->
         [h[2] for h in hot],
         [h[3] for h in hot],
     )
+    # The captured amount leaves the balance; the whole hold stops being held
+    # (a partial capture releases the rest).
     await connection.execute(
-        """UPDATE holds SET status = 'captured', updated_at = $2
-           WHERE payment_id = ANY($1::text[]) AND status = 'held'""",
+        """UPDATE holds AS h SET status = 'captured', captured_minor = v.captured,
+                  released_minor = h.amount_minor - v.captured, updated_at = $3
+           FROM unnest($1::text[], $2::bigint[]) AS v(id, captured)
+           WHERE h.payment_id = v.id AND h.status IN ('held', 'capturing')""",
         [c.payment_id for c in new],
+        [c.gross_minor for c in new],
         now,
     )
-    per_payer: dict[str, int] = {}
+    debited: dict[str, int] = {}
+    unheld: dict[str, int] = {}
     for c in new:
-        per_payer[c.payer_account] = per_payer.get(c.payer_account, 0) + c.gross_minor
-    payers = sorted(per_payer)
+        debited[c.payer_account] = debited.get(c.payer_account, 0) + c.gross_minor
+        unheld[c.payer_account] = unheld.get(c.payer_account, 0) + c.amount_minor
+    payers = sorted(debited)
     await connection.execute(
-        """UPDATE accounts AS a SET balance_minor = a.balance_minor - v.amount,
-                                    held_minor = a.held_minor - v.amount
-           FROM unnest($1::text[], $2::bigint[]) AS v(id, amount) WHERE a.account_id = v.id""",
+        """UPDATE accounts AS a SET balance_minor = a.balance_minor - v.debited,
+                                    held_minor = a.held_minor - v.unheld
+           FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS v(id, debited, unheld) WHERE a.account_id = v.id""",
         payers,
-        [per_payer[p] for p in payers],
+        [debited[p] for p in payers],
+        [unheld[p] for p in payers],
     )
     await post_journals(
         connection,

@@ -52,8 +52,9 @@ async def fail_payments(
     if not payment_ids:
         return []
     released = await connection.fetch(
-        """UPDATE holds SET status = 'released', reasons = reasons || $3::text[], updated_at = $2
-           WHERE payment_id = ANY($1::text[]) AND status = 'held'
+        """UPDATE holds SET status = 'released', released_minor = amount_minor, reasons = reasons || $3::text[],
+                  updated_at = $2
+           WHERE payment_id = ANY($1::text[]) AND status IN ('held', 'capturing')
            RETURNING account_id, amount_minor""",
         payment_ids,
         now,
@@ -75,7 +76,7 @@ async def fail_payments(
         """UPDATE payments AS p SET status = 'failed', failure_reasons = ARRAY[v.reason],
                   failed_at = $3, updated_at = $3
            FROM unnest($1::text[], $2::text[]) AS v(id, reason)
-           WHERE p.payment_id = v.id AND p.status IN ('approved', 'held')""",
+           WHERE p.payment_id = v.id AND p.status IN ('approved', 'held', 'authorized')""",
         payment_ids,
         [reasons[p][:REASON_CHARS_MAX] for p in payment_ids],
         now,

@@ -33,8 +33,9 @@ from typing import Any
 import msgspec
 
 from paystream.db.arrays import join_reasons
+from paystream.settings import Settings
 from paystream.stage.contract import Accepted, Output, Refused, StageResult, Tick
-from schemas.accounts import AccountRequest, AccountRequestApproved
+from schemas.accounts import AccountRequest, AccountRequestApproved, CaptureRequested, VoidRequested
 from schemas.payments import (
     FundsHeld,
     PaymentRequested,
@@ -44,6 +45,7 @@ from schemas.payments import (
 )
 from topology.topics import FUNDS_HELD, PAYMENTS_APPROVED, PAYMENTS_OUTCOMES
 from workers.account_rules import AccountDecision, AccountState, decide_account_request, hold_refusal
+from workers.capture_rules import hold_deadline
 from workers.failures import Identity, fail_payments
 from workers.funds_accounts import (
     RequestKey,
@@ -54,6 +56,7 @@ from workers.funds_accounts import (
     stored_operations,
     write_accounts,
 )
+from workers.funds_capture import expire_due_holds, hold_id_for, hold_outputs, lock_payment_holds, store_hold_changes
 
 FundsInput = RiskAssessed | AccountRequestApproved
 
@@ -64,10 +67,6 @@ class HoldDecision:
     held: bool
     reasons: tuple[str, ...]
     decided_at: datetime
-
-
-def hold_id_for(payment_id: str) -> str:
-    return f"hold:{payment_id}"
 
 
 def decide_holds(
@@ -88,6 +87,12 @@ class FundsStage:
     # payments.approved carries the approved payments and account requests of each payer, in order.
     input_types = (RiskAssessed, AccountRequestApproved)
 
+    def __init__(self, settings: Settings | None = None) -> None:
+        settings = settings or Settings()
+        self.hold_expiry_s_max = settings.hold_expiry_s_max
+        # The stage loop runs `tick` (hold expiry) this often.
+        self.tick_interval_ms = settings.hold_expiry_interval_ms
+
     async def apply(self, connection: Any, records: Sequence[Accepted[FundsInput]], now: datetime) -> StageResult:
         payment_ids = sorted({r.event.payment.payment_id for r in records if isinstance(r.event, RiskAssessed)})
         request_keys = sorted({_key(r.event) for r in records if isinstance(r.event, AccountRequestApproved)})
@@ -100,6 +105,10 @@ class FundsStage:
         if missing:
             accounts.update(await other_accounts(connection, missing))
         before = {a.account_id: (a.balance_minor, a.held_minor, a.status) for a in accounts.values()}
+        # Then the holds captures and voids act on (after the accounts: the one lock order).
+        holds = await lock_payment_holds(
+            connection, [r.payment_id for r in requests.values() if isinstance(r, CaptureRequested | VoidRequested)]
+        )
         decided = await _stored_decisions(connection, payment_ids)
         done = await stored_operations(connection, request_keys)
 
@@ -123,21 +132,28 @@ class FundsStage:
             else:
                 request = requests.get(_key(event))
                 if request is not None and _key(event) not in done and request.account_id == event.account_id:
-                    operation = decide_account_request(request, accounts, now)
+                    operation = decide_account_request(request, accounts, now, holds)
                     done[_key(event)] = operation
                     fresh_operations.append(operation)
 
         if fresh_operations:
             await store_operations(connection, fresh_operations, accounts, now)
+        await store_hold_changes(connection, holds, now)
         await write_accounts(connection, accounts, before)
         if fresh:
-            await _store(connection, fresh, fresh_holds, now)
+            await _store(connection, fresh, fresh_holds, now, self.hold_expiry_s_max)
+        on_holds = await hold_outputs(
+            connection,
+            [done[_key(r.event)] for r in records if _answered(r, requests, done)],  # type: ignore[arg-type]
+        )
 
         result = StageResult()
         for record in records:
             event = record.event
             if isinstance(event, AccountRequestApproved):
                 answer = _request_answer(record, requests.get(_key(event)), done)  # type: ignore[arg-type]
+                if not isinstance(answer, Refused):
+                    result.outputs.extend(on_holds.get(done[_key(event)].payment_id or "", []))
             else:
                 answer = _payment_answer(record, approved.get(event.payment.payment_id), decided)  # type: ignore[arg-type]
             if isinstance(answer, Refused):
@@ -156,7 +172,14 @@ class FundsStage:
         return await fail_payments(connection, reasons, claimed, "funds", now)
 
     async def tick(self, pool: Any, now: datetime) -> Tick | None:
-        return None
+        """Expire the manual-capture holds past their deadline (`workers.funds_capture`)."""
+        return await expire_due_holds(pool, now)
+
+
+def _answered(record: Accepted[FundsInput], requests: dict[RequestKey, AccountRequest],
+              done: dict[RequestKey, AccountDecision]) -> bool:  # fmt: skip
+    event = record.event
+    return isinstance(event, AccountRequestApproved) and _key(event) in done and _key(event) in requests
 
 
 def _identity(payment: PaymentRequested) -> Identity:
@@ -206,6 +229,11 @@ def _request_answer(
 
 
 def _output(payment: PaymentRequested, decision: HoldDecision) -> Output:
+    if decision.held and payment.capture == "manual":
+        # The hold waits for a capture or a void (or its deadline): nothing for clearing yet.
+        return Output(
+            PAYMENTS_OUTCOMES, payment.payment_id, outcome_of(payment, "authorized", "funds", decision.decided_at)
+        )
     if decision.held:
         return Output(
             FUNDS_HELD,
@@ -268,17 +296,22 @@ async def _lock_accounts(connection: Any, account_ids: list[str]) -> dict[str, A
 
 
 async def _store(
-    connection: Any, payments: list[PaymentRequested], decisions: list[HoldDecision], now: datetime
+    connection: Any,
+    payments: list[PaymentRequested],
+    decisions: list[HoldDecision],
+    now: datetime,
+    hold_expiry_s_max: int,
 ) -> None:
     """The holds and the payments' statuses (the accounts' held amounts: `write_accounts`)."""
     await connection.execute(
         """
         INSERT INTO holds (payment_id, hold_id, account_id, amount_minor, currency, status, reasons,
-                           created_at, updated_at)
+                           created_at, updated_at, expires_at)
         SELECT v.id, v.hold, v.account, v.amount, v.currency, v.status,
-               string_to_array(v.reasons, chr(31)), $8, $8
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[])
-             AS v(id, hold, account, amount, currency, status, reasons)
+               string_to_array(v.reasons, chr(31)), $8, $8, CASE WHEN v.status = 'held' THEN v.expires END
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],
+                    $9::timestamptz[])
+             AS v(id, hold, account, amount, currency, status, reasons, expires)
         """,
         [p.payment_id for p in payments],
         [hold_id_for(p.payment_id) for p in payments],
@@ -288,17 +321,19 @@ async def _store(
         ["held" if d.held else "declined" for d in decisions],
         [join_reasons(d.reasons) for d in decisions],
         now,
+        [hold_deadline(p, hold_expiry_s_max) for p in payments],
     )
     await connection.execute(
         """
         UPDATE payments AS p SET
-            status = CASE WHEN v.held THEN 'held' ELSE 'declined' END,
+            status = CASE WHEN NOT v.held THEN 'declined' WHEN v.manual THEN 'authorized' ELSE 'held' END,
+            capture_mode = CASE WHEN v.manual THEN 'manual' ELSE 'automatic' END,
             hold_id = CASE WHEN v.held THEN v.hold END,
             held_at = CASE WHEN v.held THEN $5::timestamptz END,
             decline_reasons = string_to_array(v.reasons, chr(31)),
             declined_at = CASE WHEN v.held THEN NULL ELSE $5::timestamptz END,
             updated_at = $5
-        FROM unnest($1::text[], $2::bool[], $3::text[], $4::text[]) AS v(id, held, hold, reasons)
+        FROM unnest($1::text[], $2::bool[], $3::text[], $4::text[], $6::bool[]) AS v(id, held, hold, reasons, manual)
         WHERE p.payment_id = v.id AND p.status = 'approved'
         """,
         [d.payment_id for d in decisions],
@@ -306,4 +341,5 @@ async def _store(
         [hold_id_for(d.payment_id) for d in decisions],
         [join_reasons(d.reasons) for d in decisions],
         now,
+        [p.capture == "manual" for p in payments],
     )

@@ -18,6 +18,7 @@ def outcome_from_row(
     occurred_at: datetime,
     reasons: Sequence[str] = (),
     batch_id: str | None = None,
+    captured_minor: int | None = None,
 ) -> Output:
     """`row` has the payments columns payment_id, payer_account, merchant_id, amount_minor, currency, created_at."""
     return Output(
@@ -36,5 +37,6 @@ def outcome_from_row(
             created_at=row["created_at"],
             occurred_at=occurred_at,
             batch_id=batch_id,
+            captured_minor=captured_minor,
         ),
     )

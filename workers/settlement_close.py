@@ -165,7 +165,7 @@ async def next_chunk(connection: Any, now: datetime, items_max: int = PUBLISH_IT
                           batch_id = $1, updated_at = $4
                    FROM chunk c WHERE p.payment_id = c.payment_id
                    RETURNING p.payment_id, p.payer_account, p.merchant_id, p.amount_minor, p.currency,
-                             p.created_at, p.settled_at""",
+                             p.created_at, p.settled_at, p.gross_minor""",
                 batch["batch_id"],
                 batch["outcomes_through"],
                 room + 1,
@@ -218,4 +218,6 @@ def _batch_closed(b: Any) -> Output:
 
 
 def _settled(item: Any, batch_id: str) -> Output:
-    return outcome_from_row(item, "settled", "settlement", item["settled_at"], batch_id=batch_id)
+    return outcome_from_row(
+        item, "settled", "settlement", item["settled_at"], batch_id=batch_id, captured_minor=item["gross_minor"]
+    )

@@ -297,7 +297,8 @@ class StageLoop(Generic[E]):
                 continue
 
     async def _maybe_tick(self) -> bool:
-        interval_s = self.settings.settlement_close_interval_ms / 1000
+        # A stage names its own timer's interval (funds: hold expiry); settlement's is the default.
+        interval_s = getattr(self.stage, "tick_interval_ms", self.settings.settlement_close_interval_ms) / 1000
         if time.monotonic() - self._last_tick < interval_s:
             return False
         self._last_tick = time.monotonic()
