@@ -202,9 +202,9 @@ async def _load_context(connection: Any, payments: list[PaymentRequested]) -> Ri
         countries,
     )
     accepting_rows = await connection.fetch(
-        """SELECT s.merchant_id, s.currency FROM merchant_fee_schedules s
+        """SELECT s.merchant_id, s.currency, m.status FROM merchant_fee_schedules s
            JOIN merchants m USING (merchant_id)
-           WHERE m.status = 'active' AND s.merchant_id = ANY($1::text[])""",
+           WHERE s.merchant_id = ANY($1::text[])""",
         merchants,
     )
     earliest = min(p.created_at for p in payments)
@@ -244,7 +244,10 @@ async def _load_context(connection: Any, payments: list[PaymentRequested]) -> Ri
             for row in limit_rows
         },
         blocked={(row["kind"], row["value"]): row["reason"] for row in blocked_rows},
-        accepting={(row["merchant_id"], row["currency"].strip()) for row in accepting_rows},
+        accepting={
+            (row["merchant_id"], row["currency"].strip()) for row in accepting_rows if row["status"] == "active"
+        },
+        suspended={row["merchant_id"] for row in accepting_rows if row["status"] == "suspended"},
     )
     for row in history_rows:
         context.payer_history.setdefault(row["payer_account"], []).append((row["created_at"], row["amount_minor"]))

@@ -43,6 +43,8 @@ class RiskContext:
     blocked: dict[tuple[str, str], str]
     # (merchant_id, currency) pairs with an active merchant and a fee schedule.
     accepting: set[tuple[str, str]]
+    # Merchants an operator suspended (`paystream merchants suspend`).
+    suspended: set[str] = field(default_factory=set)
     # payer -> approved (created_at, amount_minor) within the long window.
     payer_history: dict[str, list[tuple[datetime, int]]] = field(default_factory=dict)
     # (merchant_id, currency, UTC day) -> approved amount that day.
@@ -82,7 +84,9 @@ def assess(payment: PaymentRequested, context: RiskContext) -> tuple[str, ...]:
     ):
         if (kind, value) in context.blocked:
             reasons.append(f"blocked_{kind}: {context.blocked[(kind, value)]}")
-    if (payment.merchant_id, payment.currency) not in context.accepting:
+    if payment.merchant_id in context.suspended:
+        reasons.append(f"merchant_suspended: {payment.merchant_id} is suspended")
+    elif (payment.merchant_id, payment.currency) not in context.accepting:
         reasons.append(f"merchant_not_accepting: {payment.merchant_id} takes no {payment.currency}")
     limits = context.limits.get(payment.currency)
     if limits is None:

@@ -9,6 +9,7 @@ ends, a late payment goes to the next batch, no two batches overlap).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ import pytest
 
 from paystream.db.migrate import available_migrations
 from paystream.db.pool import connect
+from paystream.errors import ConcurrentChangeError
 from paystream.merchants import MerchantChange, add, update
 from paystream.merchants.model import FeeSchedule, merchant_spec, parse_cycle
 from paystream.prepare import create_database, drop_database, isolated_settings
@@ -27,7 +29,7 @@ from paystream.settings import Settings, load_settings
 from paystream.stage.contract import StageResult
 from schemas.payments import FundsHeld, PaymentCleared, PaymentRequested, RiskAssessed
 from tests.support.pipeline import drain, fresh_environment, wait_terminal
-from tests.support.stages import accepted, payment, publish_requests
+from tests.support.stages import accepted, payment, publish_requests, wait_until_blocked
 from workers.clearing import ClearingStage
 from workers.funds import FundsStage
 from workers.risk import RiskStage
@@ -180,6 +182,44 @@ async def test_a_cycle_changed_while_a_batch_is_open(environment: Settings) -> N
         (eleven + timedelta(minutes=10), "open", ["chg-4"]),
     ]
     assert all(earlier[1] <= later[0] for earlier, later in pairwise(batches))
+
+
+async def test_a_batch_opened_concurrently_under_another_cycle_is_a_conflict_then_retried(
+    environment: Settings,
+) -> None:
+    """Two transactions open batches of one merchant under two cycles: the later waits, fails, and its retry joins."""
+    noon = utc(2026, 2, 1, 12)
+    await _add(environment, "race-1", "seconds 3600")
+    first, second = await _cleared(
+        environment,
+        [
+            payment("race-c1", merchant="race-1", created_at=noon + timedelta(minutes=20)),
+            payment("race-c2", merchant="race-1", created_at=noon + timedelta(minutes=25)),
+        ],
+    )
+    stage = SettlementStage(environment)
+    one, two, observer = await connect(environment), await connect(environment), await connect(environment)
+    try:
+        tx_one = one.transaction()
+        await tx_one.start()
+        await stage.apply(one, [accepted(first)], noon)  # opens 12:00-13:00, not committed yet
+        await update(observer, "race-1", MerchantChange(cycle=parse_cycle("seconds 600")))
+        tx_two = two.transaction()
+        await tx_two.start()
+        # Sees no batch yet, so opens 12:20-12:30 under the new cycle: it overlaps and must wait.
+        opening = asyncio.create_task(stage.apply(two, [accepted(second)], noon))
+        await wait_until_blocked(observer, two.get_server_pid())
+        await tx_one.commit()
+        with pytest.raises(ConcurrentChangeError, match="a batch was opened concurrently"):
+            await opening
+        await tx_two.rollback()
+    finally:
+        for connection in (one, two, observer):
+            await connection.close()
+    await _apply(environment, stage, [accepted(second)], noon)  # the loop's retry
+    assert [(b[0], b[1], b[4]) for b in await _batches(environment, "race-1")] == [
+        (noon, noon + timedelta(hours=1), ["race-c1", "race-c2"])
+    ]
 
 
 async def test_the_database_refuses_overlapping_batches(environment: Settings) -> None:

@@ -392,7 +392,7 @@ async def test_a_suspended_merchants_payments_are_rejected_and_its_open_batch_st
         )
         statuses = {r["payment_id"]: (r["status"], list(r["risk_reasons"])) for r in rows}
         assert statuses == {
-            "susp-after": ("rejected", ["merchant_not_accepting: susp-1 takes no EUR"]),
+            "susp-after": ("rejected", ["merchant_suspended: susp-1 is suspended"]),
             "susp-before": ("cleared", []),
         }
         batch = await connection.fetchrow(

@@ -10,8 +10,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
+from paystream.settings import Settings
 from workers.cycles import CycleSpec, Window, batch_id, cutoff, known_time_zone, place
+from workers.settlement import SettlementStage
 
 BERLIN = CycleSpec.daily(18, "Europe/Berlin")
 GRACE = timedelta(minutes=5)
@@ -227,3 +230,22 @@ def test_batches_never_overlap_and_every_item_lands_in_its_batch(
             closed.extend(still_open[: max(1, len(still_open) // 2)])
     for earlier, later in pairwise(batches):
         assert earlier.end <= later.start
+
+
+# --- the settlement stage's reading of a merchant's cycle ----------------------------------------
+
+
+def test_settlement_reads_the_merchants_cycle_and_falls_back_for_a_zone_unknown_here() -> None:
+    stage = SettlementStage(Settings(settlement_cycle_s=600))
+    row = {"merchant_id": "m-1", "cycle_kind": None, "cycle_seconds": None, "cycle_cutoff_hour": None,
+           "cycle_time_zone": None}  # fmt: skip
+    assert stage._cycle_of(row) == CycleSpec.every(600)
+    assert stage._cycle_of(row | {"cycle_kind": "hourly"}) == CycleSpec("hourly")
+    berlin = row | {"cycle_kind": "daily", "cycle_cutoff_hour": 18, "cycle_time_zone": "Europe/Berlin"}
+    assert stage._cycle_of(berlin) == BERLIN
+    # A zone PostgreSQL knew and this Python's tz database does not: the default, and an error logged.
+    with capture_logs() as logs:
+        assert stage._cycle_of(berlin | {"cycle_time_zone": "Mars/Olympus"}) == CycleSpec.every(600)
+    assert [(e["event"], e["log_level"], e["time_zone"]) for e in logs] == [
+        ("merchant time zone unknown here; default cycle used", "error", "Mars/Olympus")
+    ]

@@ -64,6 +64,14 @@ def test_transaction_limit() -> None:
 
 def test_unknown_merchant_or_currency() -> None:
     assert codes(assess(payment(merchant_id="m-9"), context())) == ["merchant_not_accepting"]
+
+
+def test_a_suspended_merchant_is_named_as_such_not_as_missing_a_schedule() -> None:
+    ctx = context()
+    ctx.accepting = {pair for pair in ctx.accepting if pair[0] != "m-1"}
+    ctx.suspended = {"m-1"}
+    assert codes(assess(payment(merchant_id="m-1"), ctx)) == ["merchant_suspended"]
+    assert assess(payment(merchant_id="m-1"), ctx)[0] == "merchant_suspended: m-1 is suspended"
     ctx = context()
     ctx.limits = {}
     assert "currency_not_configured" in codes(assess(payment(), ctx))
