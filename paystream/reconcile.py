@@ -19,6 +19,13 @@ from paystream.reconcile_accounts import (
     PAYOUTS_MATCH_WITHDRAWALS_AND_BATCHES_SQL,
     request_journal_sql,
 )
+from paystream.reconcile_payments import (
+    CAPTURED_AMOUNT_MATCHES_CLEARING_SQL,
+    HOLD_ENDS_WHOLE_SQL,
+    HOLD_NOT_OPEN_PAST_DEADLINE_SQL,
+    HOLD_OPEN_WITHIN_BOUND_SQL,
+    PAYMENT_STATUS_MATCHES_STAGE_RECORDS_SQL,
+)
 
 EXAMPLES_MAX = 20
 
@@ -34,30 +41,7 @@ INVARIANTS: tuple[Invariant, ...] = (
     Invariant(
         "payment_status_matches_stage_records",
         "each payment's one status agrees with what its stages recorded",
-        """
-        SELECT p.payment_id, p.status,
-               r.decision AS risk, h.status AS hold, c.payment_id IS NOT NULL AS cleared,
-               i.batch_id, b.status AS batch_status
-        FROM payments p
-        LEFT JOIN risk_decisions r USING (payment_id)
-        LEFT JOIN holds h USING (payment_id)
-        LEFT JOIN clearings c USING (payment_id)
-        LEFT JOIN settlement_items i USING (payment_id)
-        LEFT JOIN settlement_batches b ON b.batch_id = i.batch_id
-        WHERE r.payment_id IS NULL
-           OR (p.status = 'rejected') <> (r.decision = 'rejected')
-           OR (p.status = 'rejected' AND h.payment_id IS NOT NULL)
-           OR (p.status = 'declined') <> (h.status IS NOT DISTINCT FROM 'declined')
-           OR (p.status = 'held' AND h.status IS DISTINCT FROM 'held')
-           OR (p.status IN ('cleared', 'settled') AND (c.payment_id IS NULL OR h.status IS DISTINCT FROM 'captured'))
-           OR (p.status = 'approved' AND h.payment_id IS NOT NULL AND h.status <> 'declined'
-               AND h.status <> 'held')
-           OR (p.status = 'failed') <> (h.status IS NOT DISTINCT FROM 'released'
-               OR (p.status = 'failed' AND h.payment_id IS NULL))
-           OR (p.status = 'failed' AND c.payment_id IS NOT NULL)
-           OR (p.status = 'settled' AND b.status IS DISTINCT FROM 'closed')
-           OR (p.status <> 'settled' AND b.status = 'closed' AND b.published_at IS NOT NULL)
-        """,
+        PAYMENT_STATUS_MATCHES_STAGE_RECORDS_SQL,
     ),
     Invariant(
         "journal_balances",
@@ -89,11 +73,11 @@ INVARIANTS: tuple[Invariant, ...] = (
     ),
     Invariant(
         "customer_held_matches_open_holds",
-        "a customer account's held amount equals the sum of its open holds",
+        "a customer account's held amount equals the sum of its open holds (held, or capturing)",
         """
         SELECT a.account_id, a.held_minor, coalesce(h.total, 0) AS open_holds
         FROM accounts a
-        LEFT JOIN (SELECT account_id, sum(amount_minor) AS total FROM holds WHERE status = 'held'
+        LEFT JOIN (SELECT account_id, sum(amount_minor) AS total FROM holds WHERE status IN ('held', 'capturing')
                    GROUP BY account_id) h USING (account_id)
         WHERE a.kind = 'customer' AND a.held_minor <> coalesce(h.total, 0)
         """,
@@ -222,11 +206,24 @@ INVARIANTS: tuple[Invariant, ...] = (
     ),
     Invariant(
         "hold_open_within_bound",
-        "no hold stays open longer than PAYSTREAM_HOLD_OPEN_S_MAX: every hold ends captured or released",
-        """
-        SELECT payment_id, account_id, amount_minor, created_at FROM holds
-        WHERE status = 'held' AND created_at < now() - make_interval(secs => {hold_open_s_max})
-        """,
+        "no automatic-capture hold stays open, and no manual capture waits for clearing, longer than"
+        " PAYSTREAM_HOLD_OPEN_S_MAX: every hold ends captured or released",
+        HOLD_OPEN_WITHIN_BOUND_SQL,
+    ),
+    Invariant(
+        "hold_not_open_past_deadline",
+        "no manual-capture hold is open past its deadline plus PAYSTREAM_HOLD_OPEN_S_MAX: uncaptured holds expire",
+        HOLD_NOT_OPEN_PAST_DEADLINE_SQL,
+    ),
+    Invariant(
+        "hold_ends_whole",
+        "an ended hold's captured and released amounts add up to what it held; an open one has neither",
+        HOLD_ENDS_WHOLE_SQL,
+    ),
+    Invariant(
+        "captured_amount_matches_clearing",
+        "a captured hold captured exactly its clearing's gross, and a manual capture never more than it held",
+        CAPTURED_AMOUNT_MATCHES_CLEARING_SQL,
     ),
     Invariant(
         "risk_day_totals_match_decisions",

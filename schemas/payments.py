@@ -58,11 +58,11 @@ class PaymentRequested(Event, frozen=True, kw_only=True):
     country: CountryCode
     method: PaymentMethod
     created_at: UtcTime
-    metadata: MetadataMap = msgspec.field(default_factory=dict)
     capture: CaptureMode = "automatic"
     # Manual capture only: when the uncaptured hold expires, at the latest
     # created_at + PAYSTREAM_HOLD_EXPIRY_S_MAX (an earlier time shortens it).
     capture_by: UtcTime | None = None
+    metadata: MetadataMap = msgspec.field(default_factory=dict)
 
 
 class RiskAssessed(Event, frozen=True, kw_only=True):

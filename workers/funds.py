@@ -14,6 +14,13 @@ in the same pass, in input order with the account's payments
 account's balance or status, and for a deposit or withdrawal one balanced
 journal; each emits an `account.outcome` (succeeded or declined) to
 accounts.outcomes (`workers.funds_accounts`).
+Manual capture (`workers.capture_rules`, `workers.funds_capture`): a manual
+payment's hold is placed `authorized` with its deadline and emits an
+`authorized` outcome instead of `funds.held`; a capture request marks it
+`capturing` and emits `funds.held` with the amount for clearing; a void
+releases it (`voided` outcome). Timer work (`tick`): holds past their
+deadline are expired and released, their `expired` outcomes sent through an
+outbox mark.
 Everything is derived from the request risk stored and approved, never from
 the incoming event: an event for a payment risk did not approve, or that
 disagrees with the stored request, is refused to the dead letters
@@ -26,13 +33,11 @@ its payment `failed` (`abandon`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from paystream.db.arrays import join_reasons
 from paystream.settings import Settings
 from paystream.stage.contract import Accepted, Output, Refused, StageResult, Tick
 from schemas.accounts import AccountRequest, AccountRequestApproved, CaptureRequested, VoidRequested
@@ -44,8 +49,7 @@ from schemas.payments import (
     outcome_of,
 )
 from topology.topics import FUNDS_HELD, PAYMENTS_APPROVED, PAYMENTS_OUTCOMES
-from workers.account_rules import AccountDecision, AccountState, decide_account_request, hold_refusal
-from workers.capture_rules import hold_deadline
+from workers.account_rules import AccountDecision, decide_account_request
 from workers.failures import Identity, fail_payments
 from workers.funds_accounts import (
     RequestKey,
@@ -57,27 +61,16 @@ from workers.funds_accounts import (
     write_accounts,
 )
 from workers.funds_capture import expire_due_holds, hold_id_for, hold_outputs, lock_payment_holds, store_hold_changes
+from workers.funds_store import (
+    HoldDecision,
+    approved_requests,
+    decide_holds,
+    lock_accounts,
+    store_holds,
+    stored_holds,
+)
 
 FundsInput = RiskAssessed | AccountRequestApproved
-
-
-@dataclass(frozen=True, slots=True)
-class HoldDecision:
-    payment_id: str
-    held: bool
-    reasons: tuple[str, ...]
-    decided_at: datetime
-
-
-def decide_holds(
-    payments: Sequence[PaymentRequested], accounts: dict[str, AccountState], now: datetime
-) -> list[HoldDecision]:
-    """Pure: decide each hold in order, updating `accounts[...].held_minor` as holds are placed."""
-    decisions = []
-    for payment in payments:
-        reason = hold_refusal(payment, accounts)
-        decisions.append(HoldDecision(payment.payment_id, reason is None, (reason,) if reason else (), now))
-    return decisions
 
 
 class FundsStage:
@@ -96,11 +89,11 @@ class FundsStage:
     async def apply(self, connection: Any, records: Sequence[Accepted[FundsInput]], now: datetime) -> StageResult:
         payment_ids = sorted({r.event.payment.payment_id for r in records if isinstance(r.event, RiskAssessed)})
         request_keys = sorted({_key(r.event) for r in records if isinstance(r.event, AccountRequestApproved)})
-        approved = await _approved_requests(connection, payment_ids)
+        approved = await approved_requests(connection, payment_ids)
         requests = await approved_account_requests(connection, request_keys)
         account_ids = sorted({p.payer_account for p in approved.values()} | {r.account_id for r in requests.values()})
         # Lock the accounts' rows first, then read what is stored: see the module docstring.
-        accounts = await _lock_accounts(connection, account_ids)
+        accounts = await lock_accounts(connection, account_ids)
         missing = [a for a in account_ids if a not in accounts]
         if missing:
             accounts.update(await other_accounts(connection, missing))
@@ -109,7 +102,7 @@ class FundsStage:
         holds = await lock_payment_holds(
             connection, [r.payment_id for r in requests.values() if isinstance(r, CaptureRequested | VoidRequested)]
         )
-        decided = await _stored_decisions(connection, payment_ids)
+        decided = await stored_holds(connection, payment_ids)
         done = await stored_operations(connection, request_keys)
 
         # One pass in input order: an account's requests and payments are decided in the order sent.
@@ -141,7 +134,7 @@ class FundsStage:
         await store_hold_changes(connection, holds, now)
         await write_accounts(connection, accounts, before)
         if fresh:
-            await _store(connection, fresh, fresh_holds, now, self.hold_expiry_s_max)
+            await store_holds(connection, fresh, fresh_holds, now, self.hold_expiry_s_max)
         on_holds = await hold_outputs(
             connection,
             [done[_key(r.event)] for r in records if _answered(r, requests, done)],  # type: ignore[arg-type]
@@ -249,97 +242,4 @@ def _output(payment: PaymentRequested, decision: HoldDecision) -> Output:
         PAYMENTS_OUTCOMES,
         payment.payment_id,
         outcome_of(payment, "declined", "funds", decision.decided_at, list(decision.reasons)),
-    )
-
-
-async def _approved_requests(connection: Any, payment_ids: list[str]) -> dict[str, PaymentRequested]:
-    """The requests risk stored and approved: the only source of what a hold is for."""
-    if not payment_ids:
-        return {}
-    rows = await connection.fetch(
-        """SELECT payment_id, request FROM risk_decisions
-           WHERE payment_id = ANY($1::text[]) AND decision = 'approved'""",
-        payment_ids,
-    )
-    return {row["payment_id"]: msgspec.convert(row["request"], PaymentRequested) for row in rows}
-
-
-async def _stored_decisions(connection: Any, payment_ids: list[str]) -> dict[str, HoldDecision]:
-    if not payment_ids:
-        return {}
-    rows = await connection.fetch(
-        "SELECT payment_id, status, reasons, created_at FROM holds WHERE payment_id = ANY($1::text[])",
-        payment_ids,
-    )
-    return {
-        row["payment_id"]: HoldDecision(
-            row["payment_id"], row["status"] != "declined", tuple(row["reasons"]), row["created_at"]
-        )
-        for row in rows
-    }
-
-
-async def _lock_accounts(connection: Any, account_ids: list[str]) -> dict[str, AccountState]:
-    # Sorted ids and FOR UPDATE: one lock order for every writer, no deadlocks.
-    rows = await connection.fetch(
-        """SELECT account_id, currency, status, balance_minor, held_minor FROM accounts
-           WHERE account_id = ANY($1::text[]) AND kind = 'customer'
-           ORDER BY account_id FOR UPDATE""",
-        account_ids,
-    )
-    return {
-        row["account_id"]: AccountState(
-            row["account_id"], row["currency"].strip(), row["status"], row["balance_minor"], row["held_minor"]
-        )
-        for row in rows
-    }
-
-
-async def _store(
-    connection: Any,
-    payments: list[PaymentRequested],
-    decisions: list[HoldDecision],
-    now: datetime,
-    hold_expiry_s_max: int,
-) -> None:
-    """The holds and the payments' statuses (the accounts' held amounts: `write_accounts`)."""
-    await connection.execute(
-        """
-        INSERT INTO holds (payment_id, hold_id, account_id, amount_minor, currency, status, reasons,
-                           created_at, updated_at, expires_at)
-        SELECT v.id, v.hold, v.account, v.amount, v.currency, v.status,
-               string_to_array(v.reasons, chr(31)), $8, $8, CASE WHEN v.status = 'held' THEN v.expires END
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],
-                    $9::timestamptz[])
-             AS v(id, hold, account, amount, currency, status, reasons, expires)
-        """,
-        [p.payment_id for p in payments],
-        [hold_id_for(p.payment_id) for p in payments],
-        [p.payer_account for p in payments],
-        [p.amount_minor for p in payments],
-        [p.currency for p in payments],
-        ["held" if d.held else "declined" for d in decisions],
-        [join_reasons(d.reasons) for d in decisions],
-        now,
-        [hold_deadline(p, hold_expiry_s_max) for p in payments],
-    )
-    await connection.execute(
-        """
-        UPDATE payments AS p SET
-            status = CASE WHEN NOT v.held THEN 'declined' WHEN v.manual THEN 'authorized' ELSE 'held' END,
-            capture_mode = CASE WHEN v.manual THEN 'manual' ELSE 'automatic' END,
-            hold_id = CASE WHEN v.held THEN v.hold END,
-            held_at = CASE WHEN v.held THEN $5::timestamptz END,
-            decline_reasons = string_to_array(v.reasons, chr(31)),
-            declined_at = CASE WHEN v.held THEN NULL ELSE $5::timestamptz END,
-            updated_at = $5
-        FROM unnest($1::text[], $2::bool[], $3::text[], $4::text[], $6::bool[]) AS v(id, held, hold, reasons, manual)
-        WHERE p.payment_id = v.id AND p.status = 'approved'
-        """,
-        [d.payment_id for d in decisions],
-        [d.held for d in decisions],
-        [hold_id_for(d.payment_id) for d in decisions],
-        [join_reasons(d.reasons) for d in decisions],
-        now,
-        [p.capture == "manual" for p in payments],
     )

@@ -67,6 +67,7 @@ async def stored_operations(connection: Any, keys: Sequence[RequestKey]) -> dict
             row["currency"].strip() if row["currency"] else None,
             row["journal_id"],
             row["decided_at"],
+            payment_id=row["payment_id"],
         )
         for row in rows
     }
@@ -118,11 +119,12 @@ async def store_operations(connection: Any, decisions: Sequence[AccountDecision]
         await post_journals(connection, journals, now)
     await connection.execute(
         """INSERT INTO account_operations (kind, request_id, account_id, status, reasons, amount_minor, currency,
-                                           journal_id, decided_at)
+                                           journal_id, decided_at, payment_id)
            SELECT v.kind, v.id, v.account, v.status, string_to_array(v.reasons, chr(31)), v.amount, v.currency,
-                  v.journal, $9
+                  v.journal, $9, v.payment
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[],
-                       $8::text[]) AS v(kind, id, account, status, reasons, amount, currency, journal)""",
+                       $8::text[], $10::text[]) AS v(kind, id, account, status, reasons, amount, currency, journal,
+                                                     payment)""",
         [d.kind for d in decisions],
         [d.request_id for d in decisions],
         [d.account_id for d in decisions],
@@ -132,6 +134,7 @@ async def store_operations(connection: Any, decisions: Sequence[AccountDecision]
         [d.currency for d in decisions],
         [d.journal_id for d in decisions],
         now,
+        [d.payment_id for d in decisions],
     )
 
 
@@ -176,5 +179,6 @@ def account_outcome(request: AccountRequest, decision: AccountDecision) -> Outpu
             journal_id=decision.journal_id,
             created_at=request.created_at,
             occurred_at=decision.decided_at,
+            payment_id=decision.payment_id,
         ),
     )

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.payments import PaymentRequested
-from workers.funds import AccountState, HoldDecision, decide_holds
+from workers.account_rules import AccountState
+from workers.funds_store import HoldDecision, decide_holds
 
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 

@@ -19,9 +19,10 @@ from jsonschema.validators import validator_for
 
 from schemas.__main__ import main
 from schemas.codec import Decoder, Invalid
-from schemas.payments import PaymentRequested
+from schemas.payments import PaymentOutcome, PaymentRequested
 from schemas.registry import (
     EVENT_TYPES,
+    RETIRED_FILES,
     SCHEMA_DIR,
     check_schema_files,
     example_document,
@@ -29,6 +30,7 @@ from schemas.registry import (
     schema_file_name,
     write_schema_files,
 )
+from schemas.retired import PaymentOutcomeV1
 
 MISSING = object()
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "reference"
@@ -77,7 +79,25 @@ def test_rendering_is_deterministic() -> None:
 
 
 def test_no_stray_files_in_the_schema_directory() -> None:
-    assert sorted(p.name for p in SCHEMA_DIR.glob("*.json")) == sorted(map(schema_file_name, EVENT_TYPES))
+    assert sorted(p.name for p in SCHEMA_DIR.glob("*.json")) == sorted(
+        [*map(schema_file_name, EVENT_TYPES), *RETIRED_FILES]
+    )
+
+
+def test_a_retired_version_keeps_its_published_file_and_is_still_read() -> None:
+    # payment.outcome v1 is no longer written (v2 has manual capture's statuses), but retained events are read.
+    assert {"payment.outcome.v1.json"} == RETIRED_FILES
+    published = json.loads((SCHEMA_DIR / "payment.outcome.v1.json").read_text("utf-8"))
+    assert published["properties"]["v"]["enum"] == [1]
+    assert "authorized" not in published["properties"]["status"]["enum"]
+    reader = Decoder((PaymentOutcome, PaymentOutcomeV1))
+    old = example_document("payment.outcome") | {"v": 1}
+    old.pop("captured_minor", None)
+    assert isinstance(reader.decode(json.dumps(old).encode()), PaymentOutcomeV1)
+    assert isinstance(reader.decode(json.dumps(example_document("payment.outcome")).encode()), PaymentOutcome)
+    # A v1 event with a v2-only status is refused: v1 never had it.
+    refused = reader.decode(json.dumps(old | {"status": "authorized"}).encode())
+    assert isinstance(refused, Invalid) and (refused.field, refused.rule) == ("status", "enum")
 
 
 def test_check_reports_missing_differing_and_unexpected_files(tmp_path: Path) -> None:

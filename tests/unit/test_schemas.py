@@ -58,7 +58,7 @@ def decode(event_type: str, data: bytes) -> Any:
 # --- the registry ---------------------------------------------------------------------------
 
 
-def test_registry_names_all_thirteen_contracts_by_their_schema_field() -> None:
+def test_registry_names_all_fifteen_contracts_by_their_schema_field() -> None:
     assert set(EVENT_TYPES) == {
         "payment.requested",
         "risk.assessed",
@@ -71,6 +71,8 @@ def test_registry_names_all_thirteen_contracts_by_their_schema_field() -> None:
         "account.close.requested",
         "deposit.requested",
         "withdrawal.requested",
+        "capture.requested",
+        "void.requested",
         "account.request.approved",
         "account.outcome",
     }
@@ -98,7 +100,7 @@ def test_unknown_event_type_is_refused_with_the_known_names() -> None:
 def test_json_schema_is_a_standalone_closed_document(event_type: str) -> None:
     schema = json_schema(event_type)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert schema["$id"] == f"https://paystream.dev/schemas/{event_type}.v1.json"
+    assert schema["$id"] == f"https://paystream.dev/schemas/{schema_file_name(event_type)}"
     assert schema["title"] == EVENT_TYPES[event_type].__name__
     assert schema["description"] and not schema["description"].startswith(" ")
     assert "\n    " not in schema["description"]  # docstring indentation removed
