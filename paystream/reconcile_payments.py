@@ -29,8 +29,9 @@ HOLD_ENDS_WHOLE_SQL = """
 CAPTURED_AMOUNT_MATCHES_CLEARING_SQL = """
         SELECT h.payment_id, h.amount_minor, h.capture_minor, h.captured_minor, c.gross_minor
         FROM holds h JOIN clearings c USING (payment_id)
-        WHERE h.captured_minor <> c.gross_minor OR c.gross_minor > h.amount_minor
-           OR (h.capture_minor IS NOT NULL AND h.capture_minor <> c.gross_minor)
+        WHERE h.status = 'captured' AND (
+              h.captured_minor <> c.gross_minor OR c.gross_minor > h.amount_minor
+              OR (h.capture_minor IS NOT NULL AND h.capture_minor <> c.gross_minor))
         """
 
 PAYMENT_STATUS_MATCHES_STAGE_RECORDS_SQL = """

@@ -308,8 +308,9 @@ async def captured_hold_without_clearing(c: Any) -> list[str]:
     # A captured hold does not count in held_minor.
     row = await _one(c, "SELECT payer_account, currency FROM payments ORDER BY payment_id LIMIT 1")
     await c.execute(
-        "INSERT INTO holds (payment_id, hold_id, account_id, amount_minor, currency, status, created_at, updated_at)"
-        " VALUES ('ghost-captured', 'hold:ghost-captured', $1, 100, $2, 'captured', now(), now())",
+        "INSERT INTO holds (payment_id, hold_id, account_id, amount_minor, currency, status, captured_minor,"
+        " created_at, updated_at)"
+        " VALUES ('ghost-captured', 'hold:ghost-captured', $1, 100, $2, 'captured', 100, now(), now())",
         row["payer_account"],
         row["currency"],
     )
@@ -370,8 +371,9 @@ async def _ghost_clearing(c: Any, payment_id: str) -> None:
 async def clearing_with_released_hold(c: Any) -> list[str]:
     # The hold was released, yet a clearing exists. A released hold is not in held_minor.
     await c.execute(
-        "INSERT INTO holds (payment_id, hold_id, account_id, amount_minor, currency, status, created_at, updated_at)"
-        " VALUES ('ghost-released', 'hold:ghost-released', 'payer-000002', 1000, 'EUR', 'released', now(), now())"
+        "INSERT INTO holds (payment_id, hold_id, account_id, amount_minor, currency, status, released_minor,"
+        " created_at, updated_at)"
+        " VALUES ('ghost-released', 'hold:ghost-released', 'payer-000002', 1000, 'EUR', 'released', 1000, now(), now())"
     )
     await _ghost_clearing(c, "ghost-released")
     return ["ghost-released"]
@@ -539,6 +541,46 @@ async def money_taken_from_payout_clearing(c: Any) -> list[str]:
     return ["EUR"]
 
 
+# --- manual capture: holds end on time, whole, and capture what clearing says -------------------
+
+
+async def hold_left_open_past_its_deadline(c: Any) -> list[str]:
+    # A manual-capture hold nobody expired, two days past its deadline (with the payer's held amount to
+    # match). It belongs to no payment row, so only the hold checks can see it.
+    row = await _one(
+        c,
+        """SELECT account_id, currency FROM accounts
+           WHERE kind = 'customer' AND status = 'open' AND balance_minor - held_minor >= 1 LIMIT 1""",
+    )
+    await c.execute(
+        """INSERT INTO holds (payment_id, hold_id, account_id, amount_minor, currency, status, created_at, updated_at,
+                              expires_at)
+           VALUES ('ghost-authorized', 'hold:ghost-authorized', $1, 1, $2, 'held', now() - interval '9 days',
+                   now() - interval '9 days', now() - interval '2 days')""",
+        row["account_id"],
+        row["currency"].strip(),
+    )
+    await c.execute("UPDATE accounts SET held_minor = held_minor + 1 WHERE account_id = $1", row["account_id"])
+    return ["ghost-authorized"]
+
+
+async def declined_hold_releasing_money(c: Any) -> list[str]:
+    # A declined hold never held anything, so it can release nothing.
+    row = await _one(c, "SELECT payment_id FROM holds WHERE status = 'declined' LIMIT 1")
+    await c.execute("UPDATE holds SET released_minor = 5 WHERE payment_id = $1", row["payment_id"])
+    return [row["payment_id"]]
+
+
+async def capture_asked_for_another_amount(c: Any) -> list[str]:
+    # The capture funds accepted says one amount, clearing captured another.
+    row = await _one(
+        c, "SELECT payment_id, amount_minor FROM holds WHERE status = 'captured' AND amount_minor > 1 LIMIT 1"
+    )
+    await c.execute("UPDATE holds SET capture_minor = $2 WHERE payment_id = $1", row["payment_id"],
+                    row["amount_minor"] - 1)  # fmt: skip
+    return [row["payment_id"]]
+
+
 BREAKAGES: dict[str, tuple[Breakage, str]] = {
     "rejected payment with a hold": (rejected_payment_with_a_hold, "payment_status_matches_stage_records"),
     "item without a payment": (item_without_a_payment, "settled_once_and_none_missing"),
@@ -563,6 +605,9 @@ BREAKAGES: dict[str, tuple[Breakage, str]] = {
     ),
     "money from funding without a deposit": (money_from_funding_without_a_deposit, "funding_matches_deposits"),
     "money taken from payout clearing": (money_taken_from_payout_clearing, "payout_clearing_matches_payouts"),
+    "hold left open past its deadline": (hold_left_open_past_its_deadline, "hold_not_open_past_deadline"),
+    "declined hold releasing money": (declined_hold_releasing_money, "hold_ends_whole"),
+    "capture asked for another amount": (capture_asked_for_another_amount, "captured_amount_matches_clearing"),
 }
 
 

@@ -272,7 +272,9 @@ async def test_clearing_never_debits_without_an_open_hold(environment: Settings)
     connection = await connect(environment)
     try:
         # What clearing finds after the payment failed elsewhere: hold released, amount given back.
-        await connection.execute("UPDATE holds SET status = 'released' WHERE payment_id = 'race-released'")
+        await connection.execute(
+            "UPDATE holds SET status = 'released', released_minor = amount_minor WHERE payment_id = 'race-released'"
+        )
         await connection.execute(
             "UPDATE accounts SET held_minor = held_minor - $1 WHERE account_id = 'payer-000000'",
             held.payment.amount_minor,
