@@ -60,10 +60,18 @@ async def show_payment(args: argparse.Namespace, settings: Settings) -> int:
             payment["batch_id"],
         )
         batch = await connection.fetchrow("SELECT * FROM settlement_batches WHERE batch_id = $1", payment["batch_id"])
+        hold = await connection.fetchrow("SELECT * FROM holds WHERE payment_id = $1", args.payment_id)
+        # Captures and voids asked for this payment, in the order funds decided them.
+        requests = await connection.fetch(
+            """SELECT kind, request_id, status, reasons, amount_minor, decided_at FROM account_operations
+               WHERE payment_id = $1 ORDER BY decided_at, request_id""",
+            args.payment_id,
+        )
     finally:
         await connection.close()
     if args.json:
         print(to_json({"payment": dict(payment), "batch": dict(batch) if batch else None,
+                       "hold": dict(hold) if hold else None, "requests": [dict(r) for r in requests],
                        "entries": [dict(e) for e in entries]}))  # fmt: skip
         return 0
     p = payment
@@ -76,6 +84,15 @@ async def show_payment(args: argparse.Namespace, settings: Settings) -> int:
     )
     if p["held_at"]:
         print(f"hold      {p['hold_id']} placed at {_t(p['held_at'])}")
+    if hold is not None and p["capture_mode"] == "manual":
+        print(f"          manual capture: hold {hold['status']}, deadline {_t(hold['expires_at'])},"
+              f" captured {hold['captured_minor']}, released {hold['released_minor']}")  # fmt: skip
+    for request in requests:
+        reasons = f"  reasons: {'; '.join(request['reasons'])}" if request["reasons"] else ""
+        print(f"{request['kind']:<9} {request['request_id']} {request['status']} at {_t(request['decided_at'])}"
+              f"  amount {request['amount_minor']}{reasons}")  # fmt: skip
+    if p["status"] in ("voided", "expired"):
+        print(f"{p['status']:<9} at {_t(p['ended_at'])}: the hold was released")
     if p["declined_at"]:
         print(f"declined  at {_t(p['declined_at'])}  reasons: {'; '.join(p['decline_reasons'])}")
     if p["cleared_at"]:

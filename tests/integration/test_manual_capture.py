@@ -9,6 +9,8 @@ partition that receives nothing more.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -293,3 +295,18 @@ async def test_through_kafka_a_hold_expires_on_a_partition_that_receives_nothing
         assert published["expiry_published_at"] is not None
     finally:
         await drop_database(settings)
+
+
+async def test_payment_show_tells_the_capture_story(environment: Settings) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "paystream.cli.main", "payment", "show", "mc-partial",
+        env={**os.environ, "PAYSTREAM_NAMESPACE": environment.namespace,
+             "PAYSTREAM_DATABASE_URL": environment.database_url},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(process.communicate(), 120)
+    text = output.decode()
+    assert process.returncode == 0, text
+    assert "manual capture: hold captured" in text and "captured 600, released 400" in text, text
+    assert "capture   cap-partial succeeded at" in text and "amount 600" in text, text
+    assert "gross 600" in text, text
