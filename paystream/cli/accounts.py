@@ -60,9 +60,9 @@ def register(sub: Any) -> None:
 async def run_seed(args: argparse.Namespace, settings: Settings) -> int:
     world = build_world(args.payers, args.merchants, args.seed)
     await require_kafka(settings)
-    await require_topics(settings, [PAYMENTS_REQUESTED])
     connection = await connect(settings, migrated=True)
     try:
+        await require_topics(settings, [PAYMENTS_REQUESTED])
         counts = await seed_configuration(connection, world)
     finally:
         await connection.close()
