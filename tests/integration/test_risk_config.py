@@ -154,7 +154,10 @@ async def test_set_limits_changes_creates_and_records_old_and_new(connection: An
         (created.change_id, "limits.set", "CHF", "bob"),
         (change.change_id, "limits.set", "USD", "alice"),
     ]
-    assert [e.subject for e in await history(connection, limit=10, subject="USD")] == ["USD"]
+    # Filtered by subject: USD's changes only, newest first (the seed created USD's limits before the test).
+    usd_history = await history(connection, limit=10, subject="USD")
+    assert [e.subject for e in usd_history] == ["USD"] * len(usd_history)
+    assert [e.change_id for e in usd_history if e.change_id > before] == [change.change_id]
 
 
 async def test_block_unblock_and_list_record_each_change(connection: Any) -> None:
