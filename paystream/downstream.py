@@ -21,7 +21,8 @@ from paystream.settings import Settings
 from schemas.accounts import AccountOutcome
 from schemas.codec import Decoder, Invalid
 from schemas.payments import PaymentOutcome
-from schemas.retired import PaymentOutcomeV1
+from schemas.refunds import PaymentRefunded
+from schemas.retired import PaymentOutcomeV1, SettlementBatchClosedV1
 from schemas.settlement import SettlementBatchClosed
 from topology.topics import ACCOUNTS_OUTCOMES, PAYMENTS_OUTCOMES, SETTLEMENTS_CLOSED
 
@@ -31,9 +32,9 @@ SEEN_IDS_MAX = 1_000_000
 # Each kind's topic and the contracts read from it, newest first: retained
 # events of an older version (schemas/retired.py) are read too.
 RESULT_TOPICS: dict[str, tuple[str, tuple[type[msgspec.Struct], ...]]] = {
-    "outcomes": (PAYMENTS_OUTCOMES, (PaymentOutcome, PaymentOutcomeV1)),
+    "outcomes": (PAYMENTS_OUTCOMES, (PaymentOutcome, PaymentRefunded, PaymentOutcomeV1)),
     "accounts": (ACCOUNTS_OUTCOMES, (AccountOutcome,)),
-    "settlements": (SETTLEMENTS_CLOSED, (SettlementBatchClosed,)),
+    "settlements": (SETTLEMENTS_CLOSED, (SettlementBatchClosed, SettlementBatchClosedV1)),
 }
 
 

@@ -26,6 +26,7 @@ from paystream.reconcile_payments import (
     HOLD_OPEN_WITHIN_BOUND_SQL,
     PAYMENT_STATUS_MATCHES_STAGE_RECORDS_SQL,
 )
+from paystream.reconcile_refunds import REFUND_INVARIANTS
 
 EXAMPLES_MAX = 20
 
@@ -112,14 +113,15 @@ INVARIANTS: tuple[Invariant, ...] = (
     ),
     Invariant(
         "available_not_negative",
-        "no customer's available balance is negative; no merchant, fee or payout account is overdrawn",
+        "no customer's available balance is negative; no fee account is overdrawn (merchant pending and payout"
+        " accounts may go below zero after refunds: they are checked against settlement instead)",
         """
         SELECT account_id, kind, balance_minor - held_minor AS available
         FROM accounts WHERE kind = 'customer' AND balance_minor - held_minor < 0
         UNION ALL
         SELECT a.account_id, a.kind, sum(e.amount_minor)
         FROM accounts a JOIN entries e USING (account_id)
-        WHERE a.kind IN ('merchant_pending', 'fee_revenue', 'payout_clearing')
+        WHERE a.kind = 'fee_revenue'
         GROUP BY a.account_id, a.kind HAVING sum(e.amount_minor) < 0
         """,
     ),
@@ -160,22 +162,28 @@ INVARIANTS: tuple[Invariant, ...] = (
     ),
     Invariant(
         "closed_batch_totals",
-        "a closed batch's totals equal the sums of its items, gross = fee + net, and its payout equals net",
+        "a closed batch's totals equal its payment items' sums minus its refund items' sums, gross = fee + net,"
+        " and its payout moves net (the other way when negative)",
         """
-        SELECT b.batch_id, b.item_count, b.gross_minor, b.fee_minor, b.net_minor,
-               coalesce(i.n, 0) AS items, coalesce(i.gross, 0) AS items_gross, coalesce(p.amount, 0) AS payout
+        SELECT b.batch_id, b.item_count, b.refund_count, b.gross_minor, b.fee_minor, b.net_minor,
+               coalesce(i.n, 0) AS items, coalesce(r.n, 0) AS refunds, coalesce(p.amount, 0) AS payout
         FROM settlement_batches b
         LEFT JOIN (SELECT batch_id, count(*) AS n, sum(gross_minor) AS gross, sum(fee_minor) AS fee,
                           sum(net_minor) AS net FROM settlement_items GROUP BY batch_id) i USING (batch_id)
-        LEFT JOIN (SELECT j.batch_id, sum(e.amount_minor) FILTER (WHERE e.amount_minor > 0) AS amount
+        LEFT JOIN (SELECT batch_id, count(*) AS n, sum(gross_minor) AS gross, sum(fee_minor) AS fee,
+                          sum(net_minor) AS net FROM settlement_refund_items GROUP BY batch_id) r USING (batch_id)
+        LEFT JOIN (SELECT j.batch_id, sum(e.amount_minor) FILTER (WHERE e.account_id LIKE 'platform:payouts:%')
+                              AS amount
                    FROM journals j JOIN entries e USING (journal_id) WHERE j.kind = 'payout'
                    GROUP BY j.batch_id) p USING (batch_id)
         WHERE b.status = 'closed' AND (
-              b.item_count <> coalesce(i.n, 0) OR b.gross_minor <> coalesce(i.gross, 0)
-           OR b.fee_minor <> coalesce(i.fee, 0) OR b.net_minor <> coalesce(i.net, 0)
+              b.item_count <> coalesce(i.n, 0) OR coalesce(b.refund_count, 0) <> coalesce(r.n, 0)
+           OR b.gross_minor <> coalesce(i.gross, 0) - coalesce(r.gross, 0)
+           OR b.fee_minor <> coalesce(i.fee, 0) - coalesce(r.fee, 0)
+           OR b.net_minor <> coalesce(i.net, 0) - coalesce(r.net, 0)
            OR b.gross_minor <> b.fee_minor + b.net_minor
            OR coalesce(p.amount, 0) <> b.net_minor
-           OR (b.net_minor > 0) <> (b.payout_journal_id IS NOT NULL))
+           OR (b.net_minor <> 0) <> (b.payout_journal_id IS NOT NULL))
         """,
     ),
     Invariant(
@@ -239,6 +247,7 @@ INVARIANTS: tuple[Invariant, ...] = (
         WHERE t.approved_minor IS DISTINCT FROM d.approved_minor
         """,
     ),
+    *(Invariant(name, description, sql) for name, description, sql in REFUND_INVARIANTS),
 )
 
 

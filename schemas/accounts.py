@@ -26,7 +26,7 @@ from schemas.payments import Event, IdText, MetadataMap, Reasons, RefText, UtcTi
 # card funding reference): printable, no control characters.
 ExternalRef = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[!-~]+( [!-~]+)*\Z")]
 
-AccountRequestKind = Literal["account.open", "account.close", "deposit", "withdrawal", "capture", "void"]
+AccountRequestKind = Literal["account.open", "account.close", "deposit", "withdrawal", "capture", "void", "refund"]
 
 
 class AccountOpenRequested(Event, frozen=True, kw_only=True):
@@ -111,6 +111,9 @@ class VoidRequested(Event, frozen=True, kw_only=True):
     metadata: MetadataMap = msgspec.field(default_factory=dict)
 
 
+# Defined in schemas/refunds.py with its events; a request on the payer's account like the others.
+from schemas.refunds import RefundRequested  # noqa: E402
+
 AccountRequest = (
     AccountOpenRequested
     | AccountCloseRequested
@@ -118,6 +121,7 @@ AccountRequest = (
     | WithdrawalRequested
     | CaptureRequested
     | VoidRequested
+    | RefundRequested
 )
 
 REQUEST_KINDS: dict[type[msgspec.Struct], AccountRequestKind] = {
@@ -127,6 +131,7 @@ REQUEST_KINDS: dict[type[msgspec.Struct], AccountRequestKind] = {
     WithdrawalRequested: "withdrawal",
     CaptureRequested: "capture",
     VoidRequested: "void",
+    RefundRequested: "refund",
 }
 REQUEST_TYPES: dict[str, type[AccountRequest]] = {kind: t for t, kind in REQUEST_KINDS.items()}  # type: ignore[misc]
 
@@ -182,7 +187,7 @@ class AccountOutcome(Event, frozen=True, kw_only=True):
     journal_id: RefText | None = None
     created_at: UtcTime
     occurred_at: UtcTime
-    # Captures and voids: the payment they act on.
+    # Captures, voids and refunds: the payment they act on.
     payment_id: IdText | None = None
 
 

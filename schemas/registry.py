@@ -61,6 +61,14 @@ from schemas.payments import (
     outcome_event_id,
     risk_event_id,
 )
+from schemas.refunds import (
+    PaymentRefunded,
+    RefundCleared,
+    RefundRequested,
+    payment_refunded_event_id,
+    refund_cleared_event_id,
+    refund_journal_id,
+)
 from schemas.settlement import SettlementBatchClosed, batch_closed_event_id
 
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -69,7 +77,7 @@ SCHEMA_ID_BASE: Final = "https://paystream.dev/schemas/"
 SCHEMA_DIR: Final = Path(__file__).resolve().parent / "json"
 # Files of contract versions no longer written (schemas/retired.py): kept as
 # they were published, never rewritten, and not reported as drift.
-RETIRED_FILES: Final = frozenset({"payment.outcome.v1.json"})
+RETIRED_FILES: Final = frozenset({"payment.outcome.v1.json", "settlement.batch_closed.v1.json"})
 
 EVENT_TYPES: Final[Mapping[str, type[Event]]] = MappingProxyType(
     {
@@ -86,6 +94,9 @@ EVENT_TYPES: Final[Mapping[str, type[Event]]] = MappingProxyType(
         "withdrawal.requested": WithdrawalRequested,
         "capture.requested": CaptureRequested,
         "void.requested": VoidRequested,
+        "refund.requested": RefundRequested,
+        "refund.cleared": RefundCleared,
+        "payment.refunded": PaymentRefunded,
         "account.request.approved": AccountRequestApproved,
         "account.outcome": AccountOutcome,
     }
@@ -158,6 +169,7 @@ EXAMPLES: Final[Mapping[str, Event]] = MappingProxyType(
             cycle_start=datetime(2026, 3, 1, tzinfo=UTC),
             cycle_end=datetime(2026, 3, 2, tzinfo=UTC),
             item_count=2,
+            refund_count=1,
             gross_minor=2500,
             fee_minor=78,
             net_minor=2422,
@@ -219,6 +231,42 @@ EXAMPLES: Final[Mapping[str, Event]] = MappingProxyType(
             account_id=_REQUESTED.payer_account,
             payment_id=_REQUESTED.payment_id,
             created_at=datetime(2026, 3, 1, 18, 0, tzinfo=UTC),
+        ),
+        "refund.requested": RefundRequested(
+            request_id="rf-20260302-0001",
+            account_id=_REQUESTED.payer_account,
+            payment_id=_REQUESTED.payment_id,
+            amount_minor=250,
+            currency="EUR",
+            reason="one item returned",
+            created_at=datetime(2026, 3, 2, 10, 0, tzinfo=UTC),
+        ),
+        "refund.cleared": RefundCleared(
+            event_id=refund_cleared_event_id("rf-20260302-0001"),
+            refund_id="rf-20260302-0001",
+            payment_id=_REQUESTED.payment_id,
+            merchant_id=_REQUESTED.merchant_id,
+            currency="EUR",
+            gross_minor=250,
+            fee_back_minor=8,
+            net_back_minor=242,
+            journal_id=refund_journal_id("rf-20260302-0001"),
+            event_time=_REQUESTED.created_at,
+            cleared_at=datetime(2026, 3, 2, 10, 0, 1, tzinfo=UTC),
+        ),
+        "payment.refunded": PaymentRefunded(
+            event_id=payment_refunded_event_id(_REQUESTED.payment_id, "rf-20260302-0001"),
+            payment_id=_REQUESTED.payment_id,
+            refund_id="rf-20260302-0001",
+            status="partially_refunded",
+            payer_account=_REQUESTED.payer_account,
+            merchant_id=_REQUESTED.merchant_id,
+            currency="EUR",
+            amount_minor=250,
+            refunded_minor=250,
+            captured_minor=1250,
+            reason="one item returned",
+            occurred_at=datetime(2026, 3, 2, 10, 0, 1, tzinfo=UTC),
         ),
         "account.request.approved": AccountRequestApproved(
             event_id=account_request_event_id("deposit", "dep-20260301-0001"),

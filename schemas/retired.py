@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from schemas.money import CurrencyCode, PositiveAmountMinor
+from typing import Annotated
+
+import msgspec
+
+from schemas.money import AmountSumMinor, CurrencyCode, PositiveAmountMinor
 from schemas.payments import Event, IdText, Reasons, RefText, UtcTime
 
 
@@ -32,3 +36,22 @@ class PaymentOutcomeV1(Event, frozen=True, kw_only=True):
     created_at: UtcTime
     occurred_at: UtcTime
     batch_id: RefText | None = None
+
+
+class SettlementBatchClosedV1(Event, frozen=True, kw_only=True):
+    """settlement.batch_closed v1 (until refunds): totals never negative, no refund count."""
+
+    schema: Literal["settlement.batch_closed"] = "settlement.batch_closed"
+    v: Literal[1] = 1
+    event_id: RefText
+    batch_id: RefText
+    merchant_id: IdText
+    currency: CurrencyCode
+    cycle_start: UtcTime
+    cycle_end: UtcTime
+    item_count: Annotated[int, msgspec.Meta(ge=0)]
+    gross_minor: AmountSumMinor
+    fee_minor: AmountSumMinor
+    net_minor: AmountSumMinor
+    payout_journal_id: RefText | None
+    closed_at: UtcTime

@@ -6,19 +6,26 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from schemas.money import AmountSumMinor, CurrencyCode
+from schemas.money import CurrencyCode
 from schemas.payments import Event, IdText, RefText, UtcTime
+
+
+# Version 2: refunds are taken off a batch, so its totals may be negative
+# (a debit to the merchant), and it counts its refunds.
+SignedSumMinor = Annotated[int, msgspec.Meta(ge=-(2**63 - 1), le=2**63 - 1)]
 
 
 class SettlementBatchClosed(Event, frozen=True, kw_only=True):
     """A batch of one merchant, currency and cycle closed with fixed totals.
 
-    `batch_id` is stable: a consumer that keys on it sees each batch once even
-    when the event is delivered again.
+    Totals are its payments' sums minus its refunds' sums: `net_minor` below
+    zero means the merchant owes the platform that much (its payout journal
+    runs the other way). `batch_id` is stable: a consumer that keys on it sees
+    each batch once even when the event is delivered again.
     """
 
     schema: Literal["settlement.batch_closed"] = "settlement.batch_closed"
-    v: Literal[1] = 1
+    v: Literal[2] = 2
     event_id: RefText
     batch_id: RefText
     merchant_id: IdText
@@ -26,9 +33,10 @@ class SettlementBatchClosed(Event, frozen=True, kw_only=True):
     cycle_start: UtcTime
     cycle_end: UtcTime
     item_count: Annotated[int, msgspec.Meta(ge=0)]
-    gross_minor: AmountSumMinor
-    fee_minor: AmountSumMinor
-    net_minor: AmountSumMinor
+    refund_count: Annotated[int, msgspec.Meta(ge=0)]
+    gross_minor: SignedSumMinor
+    fee_minor: SignedSumMinor
+    net_minor: SignedSumMinor
     payout_journal_id: RefText | None
     closed_at: UtcTime
 

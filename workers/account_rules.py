@@ -25,7 +25,9 @@ from schemas.accounts import (
     request_kind,
 )
 from schemas.payments import PaymentRequested
+from schemas.refunds import RefundRequested
 from workers.capture_rules import HoldState, capture_refusal, void_refusal
+from workers.refund_rules import PaymentState, refund_refusal
 
 # A customer balance stays far inside bigint whatever upstream deposits: a
 # deposit that would pass this is declined (`balance_limit`), never an overflow.
@@ -64,8 +66,11 @@ class AccountDecision:
     journal_id: str | None
     decided_at: datetime
     journal: Journal | None = None
-    # Captures and voids: the payment whose hold they act on.
+    # Captures, voids and refunds: the payment they act on.
     payment_id: str | None = None
+    # Refunds: the fee the platform gives back, and the payment's total refunded after this one.
+    fee_back_minor: int | None = None
+    refunded_after_minor: int | None = None
 
 
 def hold_refusal(payment: PaymentRequested, accounts: dict[str, AccountState]) -> str | None:
@@ -82,12 +87,19 @@ def hold_refusal(payment: PaymentRequested, accounts: dict[str, AccountState]) -
 
 
 def decide_account_request(
-    request: AccountRequest, accounts: dict[str, AccountState], now: datetime, holds: dict[str, HoldState] | None = None
+    request: AccountRequest,
+    accounts: dict[str, AccountState],
+    now: datetime,
+    holds: dict[str, HoldState] | None = None,
+    payments: dict[str, PaymentState] | None = None,
 ) -> AccountDecision:
-    """Apply one request to `accounts` (and, for a capture or void, to its hold in `holds`) and say what happened."""
+    """Apply one request to `accounts` (a capture or void to its hold in `holds`, a refund to its payment in
+    `payments`) and say what happened."""
     kind = request_kind(request)
     if isinstance(request, CaptureRequested | VoidRequested):
         return _decide_on_hold(request, accounts, now, holds or {})
+    if isinstance(request, RefundRequested):
+        return _decide_refund(request, accounts, now, payments or {})
     account = accounts.get(request.account_id)
     reason: str | None
     posted: Journal | None = None
@@ -162,6 +174,28 @@ def _decide_on_hold(
         None,
         now,
         payment_id=request.payment_id,
+    )
+
+
+def _decide_refund(
+    request: RefundRequested, accounts: dict[str, AccountState], now: datetime, payments: dict[str, PaymentState]
+) -> AccountDecision:
+    payment = payments.get(request.payment_id)
+    reason, split, posted = refund_refusal(request, payment, accounts)
+    return AccountDecision(
+        "refund",
+        request.request_id,
+        request.account_id,
+        reason is None,
+        (reason,) if reason else (),
+        request.amount_minor,
+        request.currency,
+        posted.journal_id if posted else None,
+        now,
+        posted,
+        payment_id=request.payment_id,
+        fee_back_minor=split.fee_back_minor if split else None,
+        refunded_after_minor=payment.refunded_minor if payment is not None and split else None,
     )
 
 

@@ -48,6 +48,7 @@ from schemas.payments import (
     funds_event_id,
     outcome_of,
 )
+from schemas.refunds import RefundRequested
 from topology.topics import FUNDS_HELD, PAYMENTS_APPROVED, PAYMENTS_OUTCOMES
 from workers.account_rules import AccountDecision, decide_account_request
 from workers.failures import Identity, fail_payments
@@ -61,6 +62,7 @@ from workers.funds_accounts import (
     write_accounts,
 )
 from workers.funds_capture import expire_due_holds, hold_id_for, hold_outputs, lock_payment_holds, store_hold_changes
+from workers.funds_refunds import lock_refunded_payments, refund_outputs, store_refunds
 from workers.funds_store import (
     HoldDecision,
     approved_requests,
@@ -102,6 +104,10 @@ class FundsStage:
         holds = await lock_payment_holds(
             connection, [r.payment_id for r in requests.values() if isinstance(r, CaptureRequested | VoidRequested)]
         )
+        # And the payments refunds act on, for their running totals.
+        refunded = await lock_refunded_payments(
+            connection, [r.payment_id for r in requests.values() if isinstance(r, RefundRequested)]
+        )
         decided = await stored_holds(connection, payment_ids)
         done = await stored_operations(connection, request_keys)
 
@@ -125,20 +131,21 @@ class FundsStage:
             else:
                 request = requests.get(_key(event))
                 if request is not None and _key(event) not in done and request.account_id == event.account_id:
-                    operation = decide_account_request(request, accounts, now, holds)
+                    operation = decide_account_request(request, accounts, now, holds, refunded)
                     done[_key(event)] = operation
                     fresh_operations.append(operation)
 
         if fresh_operations:
             await store_operations(connection, fresh_operations, accounts, now)
+            await store_refunds(connection, fresh_operations, refunded, now)
         await store_hold_changes(connection, holds, now)
         await write_accounts(connection, accounts, before)
         if fresh:
             await store_holds(connection, fresh, fresh_holds, now, self.hold_expiry_s_max)
-        on_holds = await hold_outputs(
-            connection,
-            [done[_key(r.event)] for r in records if _answered(r, requests, done)],  # type: ignore[arg-type]
-        )
+        # What captures, voids and refunds emit besides their account outcome, built from stored rows.
+        answered = [done[_key(r.event)] for r in records if _answered(r, requests, done)]  # type: ignore[arg-type]
+        extra = await hold_outputs(connection, answered)
+        extra.update(await refund_outputs(connection, answered))
 
         result = StageResult()
         for record in records:
@@ -146,7 +153,7 @@ class FundsStage:
             if isinstance(event, AccountRequestApproved):
                 answer = _request_answer(record, requests.get(_key(event)), done)  # type: ignore[arg-type]
                 if not isinstance(answer, Refused):
-                    result.outputs.extend(on_holds.get(done[_key(event)].payment_id or "", []))
+                    result.outputs.extend(extra.get(_key(event), []))
             else:
                 answer = _payment_answer(record, approved.get(event.payment.payment_id), decided)  # type: ignore[arg-type]
             if isinstance(answer, Refused):

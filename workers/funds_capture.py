@@ -96,15 +96,15 @@ async def store_hold_changes(connection: Any, holds: dict[str, HoldState], now: 
         )
 
 
-async def hold_outputs(connection: Any, decisions: Sequence[AccountDecision]) -> dict[str, list[Output]]:
-    """By payment id, what a succeeded capture or void emits besides its account outcome, built from stored rows.
+async def hold_outputs(connection: Any, decisions: Sequence[AccountDecision]) -> dict[tuple[str, str], list[Output]]:
+    """By (kind, request id), what a succeeded capture or void emits besides its account outcome, from stored rows.
 
     A capture: `funds.held` with the amount to capture, for clearing. A void:
     the payment's `voided` outcome. The same again for a repeated request.
     """
     captured = [d for d in decisions if d.succeeded and d.kind == "capture" and d.payment_id]
     voided = [d for d in decisions if d.succeeded and d.kind == "void" and d.payment_id]
-    outputs: dict[str, list[Output]] = {}
+    outputs: dict[tuple[str, str], list[Output]] = {}
     if captured:
         rows = await connection.fetch(
             """SELECT d.payment_id, d.request, h.created_at FROM risk_decisions d JOIN holds h USING (payment_id)
@@ -116,7 +116,7 @@ async def hold_outputs(connection: Any, decisions: Sequence[AccountDecision]) ->
             assert decision.payment_id is not None
             row = by_id[decision.payment_id]
             payment = msgspec.convert(row["request"], PaymentRequested)
-            outputs[decision.payment_id] = [
+            outputs[(decision.kind, decision.request_id)] = [
                 Output(
                     FUNDS_HELD,
                     payment.payer_account,
@@ -134,8 +134,12 @@ async def hold_outputs(connection: Any, decisions: Sequence[AccountDecision]) ->
             f"SELECT {_PAYMENT_COLUMNS}, p.ended_at FROM payments p WHERE p.payment_id = ANY($1::text[])",
             [d.payment_id for d in voided],
         )
-        for row in rows:
-            outputs[row["payment_id"]] = [outcome_from_row(row, "voided", "funds", row["ended_at"], ["voided"])]
+        by_payment = {row["payment_id"]: row for row in rows}
+        for decision in voided:
+            row = by_payment[decision.payment_id]
+            outputs[(decision.kind, decision.request_id)] = [
+                outcome_from_row(row, "voided", "funds", row["ended_at"], ["voided"])
+            ]
     return outputs
 
 

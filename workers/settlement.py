@@ -11,7 +11,9 @@ Items are taken from what clearing stored, never from the incoming event: an
 event for a payment clearing did not clear is refused (`not_cleared`), one
 that disagrees with the stored clearing is refused (`idempotency_conflict`).
 Writes, per input batch: one `settlement_items` row per payment, opening its
-`settlement_batches` row if needed.
+`settlement_batches` row if needed; one `settlement_refund_items` row per
+refund (`workers.settlement_refunds`), taken off the batch holding its payment
+while open, else off the next.
 On a timer (`tick`), in two bounded steps:
 - close: every open batch whose cut-off (cycle end + grace) has passed, oldest
   first, as many as fit in CLOSE_ITEMS_MAX items (at least one batch), in one
@@ -41,9 +43,13 @@ from paystream.errors import ConcurrentChangeError
 from paystream.settings import Settings
 from paystream.stage.contract import Accepted, Output, Refused, StageResult, Tick
 from schemas.payments import PaymentCleared, clearing_event_id
+from schemas.refunds import RefundCleared
 from topology.topics import PAYMENTS_CLEARED
 from workers.cycles import CycleSpec, Window, batch_id, cutoff, known_time_zone, place
 from workers.settlement_close import advance_cursors, close_due_batches, next_chunk
+from workers.settlement_refunds import add_refund_items, refund_refusal, stored_refunds
+
+SettlementInput = PaymentCleared | RefundCleared
 
 __all__ = ["SettlementStage", "close_due_batches"]
 
@@ -98,18 +104,33 @@ class SettlementStage:
     name = "settlement"
     input_topic = PAYMENTS_CLEARED
     input_type = PaymentCleared
+    # payments.cleared carries each merchant's cleared payments and refunds.
+    input_types = (PaymentCleared, RefundCleared)
 
     def __init__(self, settings: Settings) -> None:
         # A merchant without a cycle of its own settles on the global default.
         self.default_cycle = CycleSpec.every(settings.settlement_cycle_s)
         self.grace = timedelta(seconds=settings.settlement_grace_s)
 
-    async def apply(self, connection: Any, records: Sequence[Accepted[PaymentCleared]], now: datetime) -> StageResult:
-        payment_ids = sorted({r.event.payment_id for r in records})
-        stored = await _stored_clearings(connection, payment_ids)
+    async def apply(self, connection: Any, records: Sequence[Accepted[SettlementInput]], now: datetime) -> StageResult:
+        payments = [r for r in records if isinstance(r.event, PaymentCleared)]
+        refunds = [r for r in records if isinstance(r.event, RefundCleared)]
+        payment_ids = sorted({r.event.payment_id for r in payments})
+        stored = await _stored_clearings(connection, payment_ids) if payment_ids else {}
+        stored_refund = await stored_refunds(connection, sorted({r.event.refund_id for r in refunds}))  # type: ignore[union-attr]
         result = StageResult()
         fresh: dict[str, PaymentCleared] = {}
-        for record in records:
+        fresh_refunds: dict[str, RefundCleared] = {}
+        for refund in refunds:
+            event = refund.event
+            assert isinstance(event, RefundCleared)
+            refused = refund_refusal(refund, stored_refund.get(event.refund_id))  # type: ignore[arg-type]
+            if refused is not None:
+                result.refused.append(refused)
+            elif not stored_refund[event.refund_id][1]:
+                fresh_refunds.setdefault(event.refund_id, stored_refund[event.refund_id][0])
+        for record in payments:
+            assert isinstance(record.event, PaymentCleared)
             payment_id = record.event.payment_id
             clearing = stored.get(payment_id)
             if clearing is None:
@@ -125,21 +146,25 @@ class SettlementStage:
                 )
             elif not clearing[1]:
                 fresh.setdefault(payment_id, clearing[0])
-        if fresh:
+        if fresh or fresh_refunds:
             items = list(fresh.values())
-            batch_ids = await self._open_batches_for(connection, items, now)
-            await _add_items(connection, items, batch_ids, now)
+            negative = list(fresh_refunds.values())
+            batch_ids = await self._open_batches_for(connection, [*items, *negative], now)
+            if items:
+                await _add_items(connection, items, batch_ids[: len(items)], now)
+            if negative:
+                await add_refund_items(connection, negative, batch_ids[len(items) :], now)
         # Nothing to emit per item: results go out when the batch closes.
         return result
 
     async def abandon(
-        self, connection: Any, records: Sequence[tuple[Accepted[PaymentCleared], str]], now: datetime
+        self, connection: Any, records: Sequence[tuple[Accepted[SettlementInput], str]], now: datetime
     ) -> list[Output]:
         # The money moved at clearing; a payment in no batch is reported by
         # reconcile (`settled_once_and_none_missing`) for an operator to act on.
         return []
 
-    async def _open_batches_for(self, connection: Any, items: list[PaymentCleared], now: datetime) -> list[str]:
+    async def _open_batches_for(self, connection: Any, items: Sequence[SettlementInput], now: datetime) -> list[str]:
         """The open batch of each item, opening batches as needed; late items go to the next batch."""
         spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
         for item in items:
@@ -246,7 +271,7 @@ def _settled_identity(event: PaymentCleared) -> tuple[str, str, str, int, int, i
     return (event.merchant_id, event.payer_account, event.currency, event.gross_minor, event.fee_minor, event.net_minor)
 
 
-def _refusal(record: Accepted[PaymentCleared], rule: str, detail: str) -> Refused:
+def _refusal(record: Accepted[Any], rule: str, detail: str) -> Refused:
     return Refused(record.origin, "payment_id", rule, detail, record.raw or msgspec.json.encode(record.event))
 
 

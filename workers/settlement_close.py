@@ -2,9 +2,10 @@
 
 Close: every open batch whose cut-off (cycle end + grace) has passed, oldest
 first, as many as fit in CLOSE_ITEMS_MAX items (at least one batch), in one
-transaction: totals fixed (count, gross, fees, net), one payout journal
-(merchant pending -net, payouts +net). The close writes one row per batch,
-never one per payment, so its cost is the sums over its items.
+transaction: totals fixed (count, gross, fees, net: payments' sums minus
+refunds' sums), one payout journal (merchant pending -net, payouts +net; the
+other way for a negative net; none for zero). The close writes one row per
+batch, never one per payment, so its cost is the sums over its items.
 
 Publish (an outbox): the closed batches' payments, PUBLISH_ITEMS_MAX at a
 time in payment id order, are marked `settled` in one transaction; then the
@@ -48,7 +49,8 @@ async def close_due_batches(connection: Any, now: datetime, items_max: int = CLO
     async with connection.transaction():
         candidates = await connection.fetch(
             """SELECT b.batch_id, b.merchant_id, b.currency,
-                      (SELECT count(*) FROM settlement_items i WHERE i.batch_id = b.batch_id) AS n
+                      (SELECT count(*) FROM settlement_items i WHERE i.batch_id = b.batch_id)
+                      + (SELECT count(*) FROM settlement_refund_items r WHERE r.batch_id = b.batch_id) AS n
                FROM settlement_batches b
                WHERE b.status = 'open' AND b.cutoff_at <= $1
                ORDER BY b.cutoff_at, b.batch_id LIMIT $2 FOR UPDATE OF b SKIP LOCKED""",
@@ -66,17 +68,31 @@ async def close_due_batches(connection: Any, now: datetime, items_max: int = CLO
             return []
         batch_ids = [row["batch_id"] for row in due]
         # Summed as numeric: a batch past bigint must not fail the close of every other one.
+        # Payments count positive, refunds negative (docs/design-decisions.md §16).
         totals = await connection.fetch(
-            """SELECT batch_id, count(*)::int AS n, sum(gross_minor) AS gross,
-                      sum(fee_minor) AS fee, sum(net_minor) AS net
-               FROM settlement_items WHERE batch_id = ANY($1::text[]) GROUP BY batch_id""",
+            """SELECT batch_id, count(*) FILTER (WHERE sign > 0)::int AS n, count(*) FILTER (WHERE sign < 0)::int AS r,
+                      sum(sign * gross_minor) AS gross, sum(sign * fee_minor) AS fee, sum(sign * net_minor) AS net
+               FROM (SELECT batch_id, 1 AS sign, gross_minor, fee_minor, net_minor FROM settlement_items
+                     WHERE batch_id = ANY($1::text[])
+                     UNION ALL
+                     SELECT batch_id, -1, gross_minor, fee_minor, net_minor FROM settlement_refund_items
+                     WHERE batch_id = ANY($1::text[])) items
+               GROUP BY batch_id""",
             batch_ids,
         )
         by_batch = {
-            row["batch_id"]: {"n": row["n"], "gross": int(row["gross"]), "fee": int(row["fee"]), "net": int(row["net"])}
+            row["batch_id"]: {
+                "n": row["n"],
+                "r": row["r"],
+                "gross": int(row["gross"]),
+                "fee": int(row["fee"]),
+                "net": int(row["net"]),
+            }
             for row in totals
         }
-        too_large = sorted(b for b, t in by_batch.items() if max(t["gross"], t["fee"], t["net"]) > BIGINT_MAX)
+        too_large = sorted(
+            b for b, t in by_batch.items() if max(abs(t["gross"]), abs(t["fee"]), abs(t["net"])) > BIGINT_MAX
+        )
         if too_large:
             # Cannot happen through the pipeline (the merchant daily limit is
             # capped so a batch fits); if rows were written by hand, the batch
@@ -89,7 +105,9 @@ async def close_due_batches(connection: Any, now: datetime, items_max: int = CLO
         journals = []
         for row in due:
             net = by_batch[row["batch_id"]]["net"] if row["batch_id"] in by_batch else 0
-            if net > 0:
+            # A negative net (refunds above sales) runs the other way: the merchant's
+            # pending account is made whole from payouts, which then collects from it.
+            if net != 0:
                 currency = row["currency"].strip()
                 journals.append(
                     journal(
@@ -115,9 +133,10 @@ async def close_due_batches(connection: Any, now: datetime, items_max: int = CLO
         await connection.execute(
             """
             UPDATE settlement_batches AS b SET status = 'closed', item_count = v.n, gross_minor = v.gross,
-                   fee_minor = v.fee, net_minor = v.net, payout_journal_id = v.journal, closed_at = $7
-            FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[])
-                 AS v(id, n, gross, fee, net, journal)
+                   fee_minor = v.fee, net_minor = v.net, payout_journal_id = v.journal, closed_at = $7,
+                   refund_count = v.r
+            FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[], $8::int[])
+                 AS v(id, n, gross, fee, net, journal, r)
             WHERE b.batch_id = v.id
             """,
             batch_ids,
@@ -127,6 +146,7 @@ async def close_due_batches(connection: Any, now: datetime, items_max: int = CLO
             [by_batch[b]["net"] if b in by_batch else 0 for b in batch_ids],
             [journal_by_batch.get(b) for b in batch_ids],
             now,
+            [by_batch[b]["r"] if b in by_batch else 0 for b in batch_ids],
         )
         return batch_ids
 
@@ -208,6 +228,7 @@ def _batch_closed(b: Any) -> Output:
             cycle_start=b["cycle_start"],
             cycle_end=b["cycle_end"],
             item_count=b["item_count"],
+            refund_count=b["refund_count"] or 0,
             gross_minor=b["gross_minor"],
             fee_minor=b["fee_minor"],
             net_minor=b["net_minor"],

@@ -30,7 +30,8 @@ from schemas.registry import (
     schema_file_name,
     write_schema_files,
 )
-from schemas.retired import PaymentOutcomeV1
+from schemas.retired import PaymentOutcomeV1, SettlementBatchClosedV1
+from schemas.settlement import SettlementBatchClosed
 
 MISSING = object()
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "reference"
@@ -86,7 +87,7 @@ def test_no_stray_files_in_the_schema_directory() -> None:
 
 def test_a_retired_version_keeps_its_published_file_and_is_still_read() -> None:
     # payment.outcome v1 is no longer written (v2 has manual capture's statuses), but retained events are read.
-    assert {"payment.outcome.v1.json"} == RETIRED_FILES
+    assert {"payment.outcome.v1.json", "settlement.batch_closed.v1.json"} == RETIRED_FILES
     published = json.loads((SCHEMA_DIR / "payment.outcome.v1.json").read_text("utf-8"))
     assert published["properties"]["v"]["enum"] == [1]
     assert "authorized" not in published["properties"]["status"]["enum"]
@@ -98,6 +99,15 @@ def test_a_retired_version_keeps_its_published_file_and_is_still_read() -> None:
     # A v1 event with a v2-only status is refused: v1 never had it.
     refused = reader.decode(json.dumps(old | {"status": "authorized"}).encode())
     assert isinstance(refused, Invalid) and (refused.field, refused.rule) == ("status", "enum")
+    # settlement.batch_closed v1 (before refunds): never negative, no refund count; still read.
+    batches = Decoder((SettlementBatchClosed, SettlementBatchClosedV1))
+    old_batch = example_document("settlement.batch_closed") | {"v": 1}
+    old_batch.pop("refund_count")
+    assert isinstance(batches.decode(json.dumps(old_batch).encode()), SettlementBatchClosedV1)
+    negative = example_document("settlement.batch_closed") | {"net_minor": -5, "gross_minor": 73}
+    assert isinstance(batches.decode(json.dumps(negative).encode()), SettlementBatchClosed)
+    refused = batches.decode(json.dumps(old_batch | {"net_minor": -5}).encode())
+    assert isinstance(refused, Invalid) and (refused.field, refused.rule) == ("net_minor", "range")
 
 
 def test_check_reports_missing_differing_and_unexpected_files(tmp_path: Path) -> None:
