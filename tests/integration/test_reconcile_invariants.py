@@ -33,10 +33,14 @@ from schemas.accounts import (
     AccountCloseRequested,
     AccountOpenRequested,
     AccountRequest,
+    CaptureRequested,
     DepositRequested,
+    VoidRequested,
     WithdrawalRequested,
 )
 from schemas.money import CurrencyCode
+from schemas.payments import PaymentRequested
+from schemas.refunds import RefundRequested
 from tests.support.pipeline import drain, fresh_environment, generate, publish, wait_terminal
 
 pytestmark = pytest.mark.integration
@@ -62,7 +66,53 @@ EXPECTED_OPERATIONS = {
     ("deposit", "dep-p5"): "succeeded",
     ("withdrawal", "wd-p6"): "succeeded",
     ("deposit", "dep-nobody"): "declined",
+    ("refund", "rf-rec-part"): "succeeded",
+    ("refund", "rf-rec-full"): "succeeded",
+    ("capture", "cap-rec-1"): "succeeded",
+    ("void", "void-rec-2"): "succeeded",
 }
+LIFECYCLE_PAYER = "payer-000000"  # open and rich in EUR; merchant-000 takes EUR
+
+
+async def _settled_payments(settings: Settings, count: int) -> list[tuple[str, str, int, str]]:
+    connection = await connect(settings)
+    try:
+        rows = await connection.fetch(
+            """SELECT payment_id, payer_account, gross_minor, currency FROM payments
+               WHERE status = 'settled' AND gross_minor > 1 ORDER BY payment_id LIMIT $1""",
+            count,
+        )
+    finally:
+        await connection.close()
+    assert len(rows) == count
+    return [(r["payment_id"], r["payer_account"], r["gross_minor"], r["currency"].strip()) for r in rows]
+
+
+def lifecycle_requests(settled: list[tuple[str, str, int, str]]) -> list[Any]:
+    now = datetime.now(UTC)
+    (part_id, part_payer, part_gross, part_currency), (full_id, full_payer, full_gross, full_currency) = settled
+    manual = [
+        PaymentRequested(payment_id=f"mc-rec-{n}", payer_account=LIFECYCLE_PAYER, merchant_id="merchant-000",
+                         amount_minor=1_000, currency="EUR", country="DE", method="card", created_at=now,
+                         capture="manual")
+        for n in (1, 2)
+    ]  # fmt: skip
+    return [
+        RefundRequested(request_id="rf-rec-part", account_id=part_payer, payment_id=part_id,
+                        amount_minor=part_gross // 2, currency=part_currency, reason="half", created_at=now),
+        RefundRequested(request_id="rf-rec-full", account_id=full_payer, payment_id=full_id,
+                        amount_minor=full_gross, currency=full_currency, reason="all", created_at=now),
+        *manual,
+    ]  # fmt: skip
+
+
+def capture_requests() -> list[AccountRequest]:
+    now = datetime.now(UTC)
+    return [
+        CaptureRequested(request_id="cap-rec-1", account_id=LIFECYCLE_PAYER, payment_id="mc-rec-1",
+                         amount_minor=600, currency="EUR", created_at=now),
+        VoidRequested(request_id="void-rec-2", account_id=LIFECYCLE_PAYER, payment_id="mc-rec-2", created_at=now),
+    ]  # fmt: skip
 
 
 def account_requests() -> list[AccountRequest]:
@@ -120,6 +170,21 @@ async def settled() -> AsyncIterator[Settings]:
     await publish(settings, generated)
     await drain(settings)
     await wait_terminal(settings, [g.payment.payment_id for g in generated])
+    # Then the lifecycle: two settled payments refunded (one in part, one in full), a manual capture
+    # taken in part, another voided; drained until settlement has taken the refunds off its batches.
+    settled_ids = await _settled_payments(settings, 2)
+    async with PaymentPublisher(settings, client_id="paystream-tests") as publisher:
+        for request in lifecycle_requests(settled_ids):
+            if isinstance(request, PaymentRequested):
+                await publisher.publish(request)
+            else:
+                await publisher.publish_account_request(request)
+    await drain(settings)
+    async with PaymentPublisher(settings, client_id="paystream-tests") as publisher:
+        for request in capture_requests():
+            await publisher.publish_account_request(request)
+    await drain(settings)
+    await wait_terminal(settings, [g.payment.payment_id for g in generated] + ["mc-rec-1"])
     connection = await connect(settings)
     try:
         rows = await connection.fetch(
@@ -164,18 +229,14 @@ async def _journal(c: Any, journal_id: str, currency: str, legs: list[tuple[str,
 
 
 async def _fee_to_merchant(c: Any, currency: str, amount: int) -> list[tuple[str, int]]:
-    """Legs moving `amount` from fee revenue (which stays in credit: asserted) to a merchant's pending
-    account: no invariant bounds either from above, so such legs involve no other check."""
+    """Legs moving `amount` out of fee revenue and back into it: a journal that changes no balance, so only
+    the checks that read journals themselves can see it. (Merchant pending accounts are bound exactly by
+    their open settlement since refunds, so they can no longer take a stray leg unseen.)"""
     fees = await c.fetchval(
         "SELECT coalesce(sum(amount_minor), 0) FROM entries WHERE account_id = $1", fee_revenue_account(currency)
     )
     assert fees >= amount, f"the run collected {fees} in {currency} fees, the breakage needs {amount}"
-    merchant = await _one(
-        c,
-        "SELECT account_id FROM accounts WHERE kind = 'merchant_pending' AND currency = $1 ORDER BY account_id LIMIT 1",
-        currency,
-    )
-    return [(fee_revenue_account(currency), -amount), (merchant["account_id"], amount)]
+    return [(fee_revenue_account(currency), -amount), (fee_revenue_account(currency), amount)]
 
 
 async def _set_balance(c: Any, account_id: str, delta: int) -> None:
@@ -203,8 +264,9 @@ async def entry_outside_any_journal(c: Any) -> list[str]:
 
 
 async def merchant_account_overdrawn(c: Any) -> list[str]:
-    # A balanced correction debiting a merchant's pending account by more than it holds (its
-    # other leg credits the platform's fee revenue, which no check bounds from above). No guard refuses it.
+    # A balanced correction debiting a merchant's pending account by more than it holds (its other leg
+    # credits the platform's fee revenue, which no check bounds from above). No guard refuses it; the
+    # account no longer holds what its open settlement says (it may be below zero after refunds).
     row = await _one(
         c,
         """SELECT a.account_id, a.currency, coalesce(sum(e.amount_minor), 0) AS total
@@ -581,11 +643,44 @@ async def capture_asked_for_another_amount(c: Any) -> list[str]:
     return [row["payment_id"]]
 
 
+# --- refunds --------------------------------------------------------------------------------------
+
+
+async def refund_total_inflated(c: Any) -> list[str]:
+    # The payment says more was refunded than its refunds add up to.
+    row = await _one(c, "SELECT payment_id FROM payments WHERE refunded_minor > 0 AND refunded_minor < gross_minor")
+    await c.execute("UPDATE payments SET refunded_minor = refunded_minor + 1 WHERE payment_id = $1", row["payment_id"])
+    return [row["payment_id"]]
+
+
+async def refund_journal_without_refund(c: Any) -> list[str]:
+    # A refund journal nobody refunded; its two legs cancel on the fee account, so no balance moves.
+    await _journal(c, "refund:ghost", "EUR", [("platform:fees:EUR", 1), ("platform:fees:EUR", -1)], kind="refund")
+    return ["refund:ghost"]
+
+
+async def settlement_item_for_no_refund(c: Any) -> list[str]:
+    # A negative settlement item for a refund funds never made, in an open batch.
+    await c.execute(
+        """INSERT INTO settlement_batches (batch_id, merchant_id, currency, cycle_start, cycle_end, cutoff_at, status,
+                                           opened_at)
+           VALUES ('bad:refund-batch', 'merchant-001', 'EUR', now() + interval '9 days', now() + interval '10 days',
+                   now() + interval '10 days', 'open', now())"""
+    )
+    await c.execute(
+        """INSERT INTO settlement_refund_items (refund_id, payment_id, batch_id, merchant_id, currency, gross_minor,
+                                                fee_minor, net_minor, event_time, added_at)
+           VALUES ('ghost-refund', 'ghost-payment', 'bad:refund-batch', 'merchant-001', 'EUR', 10, 0, 10, now(),
+                   now())"""
+    )
+    return ["ghost-refund"]
+
+
 BREAKAGES: dict[str, tuple[Breakage, str]] = {
     "rejected payment with a hold": (rejected_payment_with_a_hold, "payment_status_matches_stage_records"),
     "item without a payment": (item_without_a_payment, "settled_once_and_none_missing"),
     "entry outside any journal": (entry_outside_any_journal, "ledger_sums_to_zero_per_currency"),
-    "merchant account overdrawn": (merchant_account_overdrawn, "available_not_negative"),
+    "merchant account overdrawn": (merchant_account_overdrawn, "merchant_pending_matches_open_settlement"),
     "customer available negative": (customer_available_negative, "available_not_negative"),
     "second clearing journal": (second_clearing_journal, "one_effect_per_payment"),
     "second payout journal": (second_payout_journal, "one_effect_per_payment"),
@@ -608,6 +703,9 @@ BREAKAGES: dict[str, tuple[Breakage, str]] = {
     "hold left open past its deadline": (hold_left_open_past_its_deadline, "hold_not_open_past_deadline"),
     "declined hold releasing money": (declined_hold_releasing_money, "hold_ends_whole"),
     "capture asked for another amount": (capture_asked_for_another_amount, "captured_amount_matches_clearing"),
+    "refund total inflated": (refund_total_inflated, "refunds_within_captured"),
+    "refund journal without refund": (refund_journal_without_refund, "refund_has_its_journal"),
+    "settlement item for no refund": (settlement_item_for_no_refund, "refund_settled_once"),
 }
 
 
