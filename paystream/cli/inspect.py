@@ -63,8 +63,12 @@ async def show_payment(args: argparse.Namespace, settings: Settings) -> int:
         hold = await connection.fetchrow("SELECT * FROM holds WHERE payment_id = $1", args.payment_id)
         # Captures and voids asked for this payment, in the order funds decided them.
         requests = await connection.fetch(
-            """SELECT kind, request_id, status, reasons, amount_minor, decided_at FROM account_operations
-               WHERE payment_id = $1 ORDER BY decided_at, request_id""",
+            """SELECT o.kind, o.request_id, o.status, o.reasons, o.amount_minor, o.decided_at,
+                      r.fee_back_minor, r.net_back_minor, r.refunded_after_minor, i.batch_id AS refund_batch
+               FROM account_operations o
+               LEFT JOIN refunds r ON o.kind = 'refund' AND r.refund_id = o.request_id
+               LEFT JOIN settlement_refund_items i ON i.refund_id = r.refund_id
+               WHERE o.payment_id = $1 ORDER BY o.decided_at, o.request_id""",
             args.payment_id,
         )
     finally:
@@ -88,9 +92,8 @@ async def show_payment(args: argparse.Namespace, settings: Settings) -> int:
         print(f"          manual capture: hold {hold['status']}, deadline {_t(hold['expires_at'])},"
               f" captured {hold['captured_minor']}, released {hold['released_minor']}")  # fmt: skip
     for request in requests:
-        reasons = f"  reasons: {'; '.join(request['reasons'])}" if request["reasons"] else ""
-        print(f"{request['kind']:<9} {request['request_id']} {request['status']} at {_t(request['decided_at'])}"
-              f"  amount {request['amount_minor']}{reasons}")  # fmt: skip
+        if request["kind"] != "refund":
+            _print_request(request)
     if p["status"] in ("voided", "expired"):
         print(f"{p['status']:<9} at {_t(p['ended_at'])}: the hold was released")
     if p["declined_at"]:
@@ -99,6 +102,11 @@ async def show_payment(args: argparse.Namespace, settings: Settings) -> int:
         print(f"cleared   at {_t(p['cleared_at'])}  gross {p['gross_minor']}  fee {p['fee_minor']}"
               f"  net {p['net_minor']}"
               f"  journal {p['journal_id']}")  # fmt: skip
+    for request in requests:
+        if request["kind"] == "refund":
+            _print_request(request)
+    if p["refunded_minor"]:
+        print(f"refunded  {p['refunded_minor']} of {p['gross_minor']} captured")
     if batch:
         print(
             f"batch     {batch['batch_id']} ({batch['status']}, cut-off {_t(batch['cutoff_at'])})"
@@ -108,6 +116,19 @@ async def show_payment(args: argparse.Namespace, settings: Settings) -> int:
         print("\nledger entries:")
         print(render_table([dict(e) for e in entries], ["kind", "journal_id", "account_id", "amount_minor"]))
     return 0
+
+
+def _print_request(request: Any) -> None:
+    """One capture, void or refund of the payment, as funds decided it."""
+    reasons = f"  reasons: {'; '.join(request['reasons'])}" if request["reasons"] else ""
+    refunded = (
+        f"  fee back {request['fee_back_minor']}  net back {request['net_back_minor']}"
+        f"  refunded so far {request['refunded_after_minor']}  batch {request['refund_batch'] or '-'}"
+        if request["fee_back_minor"] is not None
+        else ""
+    )
+    print(f"{request['kind']:<9} {request['request_id']} {request['status']} at {_t(request['decided_at'])}"
+          f"  amount {request['amount_minor']}{reasons}{refunded}")  # fmt: skip
 
 
 def _t(value: Any) -> str:

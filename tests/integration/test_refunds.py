@@ -6,6 +6,10 @@ happens when); the last test runs the pipeline through Kafka end to end.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -294,3 +298,21 @@ async def test_through_kafka_a_settled_payment_is_refunded_and_settlement_carrie
         assert [str(v) for v in report.failures()] == []
     finally:
         await drop_database(settings)
+
+
+async def test_payment_show_lists_each_refund(environment: Settings) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "paystream.cli.main", "payment", "show", "rf-pay-1",
+        env={**os.environ, "PAYSTREAM_NAMESPACE": environment.namespace,
+             "PAYSTREAM_DATABASE_URL": environment.database_url},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(process.communicate(), 120)
+    text = output.decode()
+    assert process.returncode == 0, text
+    lines = [line for line in text.splitlines() if re.match(r"refund\s+rf-", line)]
+    assert [line.split()[1:3] for line in lines] == [
+        ["rf-1a", "succeeded"], ["rf-1b", "declined"], ["rf-1c", "succeeded"], ["rf-1d", "declined"],
+    ], text  # fmt: skip
+    assert "refunded so far 300" in lines[0] and "exceeds_refundable" in lines[1], text
+    assert "refunded  1000 of 1000 captured" in text, text
