@@ -1,4 +1,14 @@
-"""What must hold after any crash schedule, checked from the database and the topics."""
+"""What must hold after any crash schedule, checked from the database and the topics.
+
+Payments: each one terminal with its one terminal outcome, no effect applied
+twice, reconcile green, each settlement batch seen downstream once with the
+database's totals. Account requests (`paystream.chaos.accounts`): each one
+answered exactly once (an `account_operations` row, or risk's rejection and
+no operation), with the status and reason its script says; one journal per
+succeeded deposit or withdrawal and none for any other request; the fresh
+accounts' final balances; and on accounts.outcomes one event id per request,
+every copy of it the same bytes and the same answer as the database.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +19,15 @@ from typing import Any
 
 import msgspec
 
+from paystream.chaos.accounts import AccountKey, AccountTraffic
 from paystream.db.pool import connect
 from paystream.reconcile import reconcile
 from paystream.settings import Settings
 from paystream.topic_scan import read_topic
+from schemas.accounts import AccountOutcome, account_outcome_event_id
 from schemas.settlement import SettlementBatchClosed
 from topology.topics import (
+    ACCOUNTS_OUTCOMES,
     FUNDS_HELD,
     PAYMENTS_APPROVED,
     PAYMENTS_CLEARED,
@@ -40,6 +53,11 @@ class CheckReport:
     batches_seen_downstream: int = 0
     downstream_mismatches: list[str] = field(default_factory=list)
     outcome_problems: list[str] = field(default_factory=list)
+    # Account requests: distinct requests published, answers by status, unanswered, anything else wrong.
+    account_requests: int = 0
+    account_answers: dict[str, int] = field(default_factory=dict)
+    account_missing: list[str] = field(default_factory=list)
+    account_problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -50,6 +68,8 @@ class CheckReport:
             or self.reconcile_failures
             or self.downstream_mismatches
             or self.outcome_problems
+            or self.account_missing
+            or self.account_problems
             or self.batches_seen_downstream != self.batches_closed
         )
 
@@ -62,6 +82,9 @@ class CheckReport:
         found += [f"duplicate {name}: {n}" for name, n in self.duplicate_effects.items() if n]
         found += [f"reconcile: {line}" for line in self.reconcile_failures]
         found += self.downstream_mismatches + self.outcome_problems
+        if self.account_missing:
+            found.append(f"{len(self.account_missing)} account requests unanswered, e.g. {self.account_missing[:5]}")
+        found += self.account_problems
         if self.batches_seen_downstream != self.batches_closed:
             found.append(
                 f"downstream saw {self.batches_seen_downstream} batches, database closed {self.batches_closed}"
@@ -78,11 +101,27 @@ DUPLICATE_EFFECT_QUERIES = {
                            GROUP BY e.journal_id HAVING count(*) > 3) x""",
     "clearing records": "SELECT count(*) - count(DISTINCT payment_id) FROM clearings",
     "settlement items": "SELECT count(*) - count(DISTINCT payment_id) FROM settlement_items",
+    "deposit and withdrawal journals": """SELECT count(*) - count(DISTINCT (kind, request_id)) FROM journals
+                                          WHERE kind IN ('deposit', 'withdrawal')""",
+    # A journal that is not the one its succeeded request names moved money a second time (or for nothing).
+    "deposit and withdrawal journals without their succeeded request": """SELECT count(*) FROM journals j
+        WHERE j.kind IN ('deposit', 'withdrawal') AND NOT EXISTS (
+            SELECT 1 FROM account_operations o
+            WHERE o.journal_id = j.journal_id AND o.kind = j.kind AND o.status = 'succeeded')""",
+    "deposit and withdrawal entries": """SELECT count(*) FROM (SELECT e.journal_id FROM entries e
+                           JOIN journals j USING (journal_id) WHERE j.kind IN ('deposit', 'withdrawal')
+                           GROUP BY e.journal_id HAVING count(*) <> 2) x""",
 }
 
 
-async def check_run(settings: Settings, payment_ids: Sequence[str]) -> CheckReport:
+async def check_run(
+    settings: Settings, payment_ids: Sequence[str], accounts: AccountTraffic | None = None
+) -> CheckReport:
+    """The module docstring's checks for these payments and, with `accounts`, its requests and own payments."""
+    if accounts is not None:
+        payment_ids = list(dict.fromkeys([*payment_ids, *(p.payment_id for p in accounts.payments)]))
     report = CheckReport(payments=len(payment_ids))
+    answers: dict[AccountKey, Answer] = {}
     connection = await connect(settings)
     try:
         rows = await connection.fetch(
@@ -95,6 +134,8 @@ async def check_run(settings: Settings, payment_ids: Sequence[str]) -> CheckRepo
         report.terminal = sum(1 for s in status_by_id.values() if s in TERMINAL)
         for name, sql in DUPLICATE_EFFECT_QUERIES.items():
             report.duplicate_effects[name] = int(await connection.fetchval(sql))
+        if accounts is not None:
+            answers = await _check_accounts(connection, report, accounts, status_by_id)
         reconciled = await reconcile(connection, hold_open_s_max=settings.hold_open_s_max)
         report.reconcile_failures = [str(v) for v in reconciled.failures()]
         closed = await connection.fetch(
@@ -105,6 +146,8 @@ async def check_run(settings: Settings, payment_ids: Sequence[str]) -> CheckRepo
         await connection.close()
     report.batches_closed = len(closed)
     await _check_topics(settings, report, status_by_id, {row["batch_id"]: row for row in closed})
+    if accounts is not None:
+        await _check_account_outcomes(settings, report, answers)
     return report
 
 
@@ -149,3 +192,127 @@ def _check_outcomes(report: CheckReport, records: Sequence[Any], status_by_id: d
         statuses = terminal_seen.get(payment_id, set())
         if status in TERMINAL and statuses != {status}:
             report.outcome_problems.append(f"payment {payment_id} is {status} but outcomes say {statuses}")
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How the database answered an account request: its outcome's status, reason code and journal."""
+
+    status: str
+    reason: str
+    journal_id: str | None
+
+
+def _reason_code(reasons: Sequence[str]) -> str:
+    return reasons[0].split(":")[0] if reasons else ""
+
+
+ACCOUNT_ANSWERS_SQL = """
+    SELECT v.kind, v.id AS request_id, r.decision, r.reasons AS risk_reasons,
+           o.status, o.reasons, o.journal_id, o.account_id, o.amount_minor,
+           (SELECT count(*) FROM journals j WHERE j.kind = v.kind AND j.request_id = v.id) AS journals,
+           (SELECT sum(e.amount_minor) FROM journals j JOIN entries e USING (journal_id)
+            WHERE j.kind = v.kind AND j.request_id = v.id AND e.account_id = o.account_id) AS account_leg
+    FROM unnest($1::text[], $2::text[]) AS v(kind, id)
+    LEFT JOIN account_requests r ON r.kind = v.kind AND r.request_id = v.id
+    LEFT JOIN account_operations o ON o.kind = v.kind AND o.request_id = v.id
+"""
+
+
+async def _check_accounts(
+    connection: Any, report: CheckReport, traffic: AccountTraffic, status_by_id: dict[str, str]
+) -> dict[AccountKey, Answer]:
+    """Each request answered once, as its script says, moving money once; the fresh accounts' end state."""
+    keys = sorted(traffic.expected)
+    report.account_requests = len(keys)
+    rows = await connection.fetch(ACCOUNT_ANSWERS_SQL, [k for k, _ in keys], [i for _, i in keys])
+    answers: dict[AccountKey, Answer] = {}
+    problems = report.account_problems
+    for row in rows:
+        key = (row["kind"], row["request_id"])
+        name = f"{key[0]} {key[1]}"
+        if row["decision"] is None:
+            report.account_missing.append(f"{name}: no risk decision")
+            continue
+        if row["decision"] == "rejected":
+            answer = Answer("rejected", _reason_code(row["risk_reasons"]), None)
+            if row["status"] is not None:
+                problems.append(f"{name}: rejected by risk but applied by funds ({row['status']})")
+        elif row["status"] is None:
+            report.account_missing.append(f"{name}: approved by risk, never applied by funds")
+            continue
+        else:
+            answer = Answer(row["status"], _reason_code(row["reasons"]), row["journal_id"])
+        answers[key] = answer
+        moved = answer.status == "succeeded" and key[0] in ("deposit", "withdrawal")
+        if row["journals"] != (1 if moved else 0):
+            problems.append(f"{name} ({answer.status}): {row['journals']} journals")
+        elif moved:
+            sign = 1 if key[0] == "deposit" else -1
+            if row["account_leg"] != sign * row["amount_minor"]:
+                problems.append(f"{name}: the account's leg is {row['account_leg']}, not {sign * row['amount_minor']}")
+        expected = traffic.expected[key]
+        if (answer.status, answer.reason) != (expected.status, expected.reason):
+            problems.append(f"{name}: answered {answer.status} {answer.reason!r}, expected {expected}")
+    report.account_answers = dict(Counter(a.status for a in answers.values()))
+    rows = await connection.fetch(
+        "SELECT account_id, status, balance_minor, held_minor FROM accounts WHERE account_id = ANY($1::text[])",
+        list(traffic.expected_accounts),
+    )
+    found = {row["account_id"]: row for row in rows}
+    for account_id, want in traffic.expected_accounts.items():
+        row = found.get(account_id)
+        got = None if row is None else (row["status"], row["balance_minor"], row["held_minor"])
+        if got != (want.status, want.balance_minor, 0):
+            problems.append(f"account {account_id}: (status, balance, held) {got}, expected {want}")
+    for payment_id, want_status in traffic.expected_payments.items():
+        if status_by_id.get(payment_id) != want_status:
+            problems.append(
+                f"payment {payment_id} of a fresh account is {status_by_id.get(payment_id)}, not {want_status}"
+            )
+    return answers
+
+
+async def _check_account_outcomes(settings: Settings, report: CheckReport, answers: dict[AccountKey, Answer]) -> None:
+    """Downstream deduplicating by event id sees exactly one outcome per request, the database's answer."""
+    records = await read_topic(settings, settings.topic(ACCOUNTS_OUTCOMES))
+    copies: dict[str, set[bytes]] = {}
+    ids_by_key: dict[AccountKey, set[str]] = {}
+    problems = report.account_problems
+    for record in records:
+        value = bytes(record.value)
+        try:
+            outcome = msgspec.json.decode(value, type=AccountOutcome)
+        except msgspec.DecodeError as error:  # ValidationError included
+            problems.append(f"{ACCOUNTS_OUTCOMES} {record.partition}/{record.offset} is no account outcome: {error}")
+            continue
+        copies.setdefault(outcome.event_id, set()).add(value)
+        ids_by_key.setdefault((outcome.kind, outcome.request_id), set()).add(outcome.event_id)
+    report.redelivered[ACCOUNTS_OUTCOMES] = (len(records), len(copies))
+    for key, answer in sorted(answers.items()):
+        name = f"{key[0]} {key[1]}"
+        ids = ids_by_key.get(key, set())
+        if ids != {account_outcome_event_id(*key)}:
+            problems.append(f"{name}: outcome event ids on the topic {sorted(ids)}")
+            continue
+        values = copies[account_outcome_event_id(*key)]
+        if len(values) != 1:
+            problems.append(f"{name}: {len(values)} different copies of its outcome event")
+            continue
+        outcome = msgspec.json.decode(next(iter(values)), type=AccountOutcome)
+        seen = Answer(outcome.status, _reason_code(outcome.reasons), outcome.journal_id)
+        if seen != answer:
+            problems.append(f"{name}: the outcome says {seen}, the database {answer}")
+
+
+async def unanswered_account_requests(connection: Any, keys: Sequence[AccountKey]) -> int:
+    """How many of these requests have neither risk's rejection nor funds' operation yet."""
+    value = await connection.fetchval(
+        """SELECT count(*) FROM unnest($1::text[], $2::text[]) AS v(kind, id)
+           WHERE NOT EXISTS (SELECT 1 FROM account_requests r
+                             WHERE r.kind = v.kind AND r.request_id = v.id AND r.decision = 'rejected')
+             AND NOT EXISTS (SELECT 1 FROM account_operations o WHERE o.kind = v.kind AND o.request_id = v.id)""",
+        [k for k, _ in keys],
+        [i for _, i in keys],
+    )
+    return int(value)

@@ -6,6 +6,14 @@ broker once and PostgreSQL once, and scales one stage from 1 to 3 consumer
 processes and back. Then every stage runs with one worker until the pipeline
 drains, and `checks.check_run` verifies nothing was lost or applied twice.
 The seed is printed; passing it back replays the same schedule.
+
+The traffic mixes account requests into the payments
+(`paystream.chaos.accounts`): fresh accounts opened, funded, paid from,
+withdrawn from and some closed, and deposits and withdrawals on the demo
+payers, including withdrawals declined for insufficient funds and rejected by
+risk. Each request's answer and each fresh account's balance are known before
+the run; the checks compare them, and count the requests' outcomes on
+accounts.outcomes by event id.
 """
 
 from __future__ import annotations
@@ -23,7 +31,15 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
-from paystream.chaos.checks import TERMINAL, CheckReport, check_run
+from paystream.chaos.accounts import (
+    AccountKey,
+    AccountTraffic,
+    TrafficItem,
+    interleave,
+    plan_account_traffic,
+    publish_item,
+)
+from paystream.chaos.checks import TERMINAL, CheckReport, check_run, unanswered_account_requests
 from paystream.chaos.processes import WorkerFleet
 from paystream.db.pool import connect
 from paystream.demo_data import build_world
@@ -32,6 +48,7 @@ from paystream.generator import PaymentGenerator
 from paystream.prepare import isolated_settings, prepare_environment
 from paystream.publisher import PaymentPublisher
 from paystream.stack.services import restart_kafka, restart_postgres
+from schemas.payments import PaymentRequested
 from workers import STAGE_NAMES
 
 
@@ -45,6 +62,9 @@ class ChaosOptions:
     scale_stage: str | None = None
     drain_timeout_s: float = 300.0
     batch_records_max: int = 200
+    # Fresh accounts walked through their scripts, and rounds of deposits/withdrawals on demo payers.
+    fresh_accounts: int = 40
+    demo_payer_rounds: int = 10
     work_dir: Path = Path(".stack/chaos")
 
 
@@ -54,6 +74,8 @@ class ChaosReport:
     namespace: str
     payments: int = 0
     duplicates_published: int = 0
+    account_requests: int = 0
+    account_duplicates_published: int = 0
     kills: int = 0
     worker_restarts: int = 0
     kafka_restarts: int = 0
@@ -93,51 +115,59 @@ async def run_chaos(options: ChaosOptions, base_settings: Any) -> ChaosReport:
     for stage in STAGE_NAMES:
         await fleet.start(stage)
     try:
-        payment_ids, publishing = await _start_publishing(settings, options, run_id, rng, report)
+        traffic, publishing = await _start_publishing(settings, options, run_id, rng, report)
         await _chaos_window(settings, fleet, options, rng, report, started)
-        payment_ids_final = await publishing
+        payment_ids = await publishing
         report.publish_s = time.monotonic() - started
-        payment_ids.extend(payment_ids_final)
-        await _drain(settings, fleet, payment_ids, options, report, started)
+        await _drain(settings, fleet, payment_ids, sorted(traffic.expected), options, report, started)
     finally:
         await fleet.stop_all()
     report.assignments = fleet.count_in_logs('"partitions assigned"')
-    report.check = await check_run(settings, payment_ids)
+    report.check = await check_run(settings, payment_ids, traffic)
     report.log(started, "checks " + ("passed" if report.check.ok else "FAILED"))
     return report
 
 
 async def _start_publishing(
     settings: Any, options: ChaosOptions, run_id: str, rng: random.Random, report: ChaosReport
-) -> tuple[list[str], asyncio.Task[list[str]]]:
+) -> tuple[AccountTraffic, asyncio.Task[list[str]]]:
+    """The account traffic, and the task publishing it with the payments; the task returns every payment id."""
     generator = PaymentGenerator(build_world(), rng.randrange(2**31), run_id)
     payments = [g.payment for g in generator.generate(options.payments, datetime.now(UTC), timedelta(milliseconds=1))]
-    duplicates = rng.sample(payments, k=max(1, len(payments) // 20))
-    report.payments = len(payments)
-    report.duplicates_published = len(duplicates)
+    traffic = plan_account_traffic(
+        build_world(), run_id, options.fresh_accounts, options.demo_payer_rounds, rng, datetime.now(UTC)
+    )
+    items = interleave(payments, traffic)
+    duplicates: list[TrafficItem] = [*rng.sample(payments, k=max(1, len(payments) // 20))]
+    requests = traffic.requests
+    duplicates += rng.sample(requests, k=len(requests) // 20)
+    report.payments = len(payments) + len(traffic.payments)
+    report.duplicates_published = sum(1 for d in duplicates if isinstance(d, PaymentRequested))
+    report.account_requests = len(requests)
+    report.account_duplicates_published = len(duplicates) - report.duplicates_published
     # Spread publishing over the first 60% of the window so faults hit traffic in flight.
-    pace_s = options.duration_s * 0.6 / max(1, len(payments))
+    pace_s = options.duration_s * 0.6 / max(1, len(items))
 
     async def publish() -> list[str]:
         async with PaymentPublisher(settings, client_id=f"{run_id}-publisher") as publisher:
             t0 = time.monotonic()
-            for index, payment in enumerate(payments):
-                await _publish_with_retry(publisher, payment)
+            for index, item in enumerate(items):
+                await _publish_with_retry(publisher, item)
                 if index % 500 == 0:
                     await publisher.flush()
                     await asyncio.sleep(max(0.0, t0 + index * pace_s - time.monotonic()))
-            for payment in duplicates:
-                await _publish_with_retry(publisher, payment)
-        return [p.payment_id for p in payments]
+            for item in duplicates:
+                await _publish_with_retry(publisher, item)
+        return [p.payment_id for p in payments] + [p.payment_id for p in traffic.payments]
 
-    return [], asyncio.create_task(publish())
+    return traffic, asyncio.create_task(publish())
 
 
-async def _publish_with_retry(publisher: PaymentPublisher, payment: Any) -> None:
-    """Upstream retries while the broker restarts: same payment id, so retries are harmless."""
+async def _publish_with_retry(publisher: PaymentPublisher, item: TrafficItem) -> None:
+    """Upstream retries while the broker restarts: same payment or request id, so retries are harmless."""
     for attempt in range(60):
         try:
-            await publisher.publish(payment)
+            await publish_item(publisher, item)
             return
         except (KafkaError, OSError, TimeoutError) as error:
             if attempt == 59:
@@ -225,11 +255,12 @@ async def _drain(
     settings: Any,
     fleet: WorkerFleet,
     payment_ids: list[str],
+    request_keys: list[AccountKey],
     options: ChaosOptions,
     report: ChaosReport,
     started: float,
 ) -> None:
-    """One worker per stage, then wait until every payment is terminal and every batch published."""
+    """One worker per stage, then wait until payments are terminal, requests answered and batches published."""
     for stage in STAGE_NAMES:
         if not fleet.running(stage):
             await fleet.start(stage)
@@ -246,7 +277,8 @@ async def _drain(
             unpublished = await connection.fetchval(
                 "SELECT count(*) FROM settlement_batches WHERE published_at IS NULL"
             )
-            if terminal == len(payment_ids) and unpublished == 0:
+            unanswered = await unanswered_account_requests(connection, request_keys)
+            if terminal == len(payment_ids) and unpublished == 0 and unanswered == 0:
                 break
             dead = fleet.exited_unexpectedly()
             if dead:
@@ -255,7 +287,7 @@ async def _drain(
             if time.monotonic() > deadline:
                 raise PaystreamError(
                     f"not drained after {options.drain_timeout_s:.0f} s: {terminal}/{len(payment_ids)}"
-                    f" terminal, {unpublished} batches unpublished"
+                    f" terminal, {unpublished} batches unpublished, {unanswered} account requests unanswered"
                 )
             await asyncio.sleep(1.0)
     finally:
@@ -271,6 +303,7 @@ def render_report(report: ChaosReport) -> str:
         f"seed                 {report.seed}   (replay: paystream chaos --seed {report.seed})",
         f"namespace            {report.namespace}",
         f"payments published   {report.payments} (+{report.duplicates_published} duplicates)",
+        f"account requests     {report.account_requests} (+{report.account_duplicates_published} duplicates)",
         f"workers SIGKILLed    {report.kills}",
         f"worker restarts      {report.worker_restarts}",
         f"kafka restarts       {report.kafka_restarts}",
@@ -281,6 +314,9 @@ def render_report(report: ChaosReport) -> str:
     ]
     if check is not None:
         lines.append(f"terminal payments    {check.terminal}/{check.payments}")
+        answered = ", ".join(f"{n} {status}" for status, n in sorted(check.account_answers.items()))
+        lines.append(f"account requests     {sum(check.account_answers.values())}/{check.account_requests} answered"
+                     f" ({answered or 'none'})")  # fmt: skip
         for topic, (records, distinct) in check.redelivered.items():
             lines.append(
                 f"  {topic:<22} {records} records, {distinct} distinct event ids:"

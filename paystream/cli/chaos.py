@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from paystream.chaos.run import ChaosOptions, render_report, report_dict, run_chaos
-from paystream.cli.args import SEED, bounded_float, positive_int
+from paystream.cli.args import SEED, bounded_float, bounded_int, positive_int
 from paystream.cli.reach import require_kafka
 from paystream.logging import quiet_client_logs
 from paystream.settings import Settings
@@ -19,6 +19,13 @@ def register(sub: Any) -> None:
     parser = sub.add_parser("chaos", help="fault-injection run with a seeded schedule and a full check")
     parser.add_argument(
         "--payments", type=positive_int(1_000_000), default=20_000, help="payments to publish (default 20000)"
+    )
+    parser.add_argument(
+        "--accounts",
+        type=bounded_int(0, 10_000),
+        default=40,
+        help="fresh accounts opened, funded, paid from, withdrawn from and closed during the run, plus a"
+        " quarter as many rounds of deposits and withdrawals on demo payers (default 40; 0: payments only)",
     )
     parser.add_argument(
         "--duration",
@@ -48,6 +55,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         kill_interval_s=args.kill_interval,
         restart_services=not args.no_service_restarts,
         scale_stage=args.scale_stage,
+        fresh_accounts=args.accounts,
+        demo_payer_rounds=args.accounts // 4,
         work_dir=settings.stack_dir / "chaos",
     )
     # The run restarts the broker on purpose: its own publisher's connection

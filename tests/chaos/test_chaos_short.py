@@ -1,5 +1,9 @@
 """A short chaos run: SIGKILLs, one Kafka restart, one PostgreSQL restart, a stage scaled 1 -> 3 -> 1.
 
+Its traffic mixes account requests into the payments: 16 fresh accounts
+opened, funded, paid from, withdrawn from and half of them closed, and four
+rounds of deposits and withdrawals on demo payers (`paystream.chaos.accounts`).
+
 `paystream chaos` (and `make chaos`) runs the same thing at full length. The run
 happens once per module; each test checks one part of its report. Services the
 local stack does not own are never restarted: the restart check then reports
@@ -20,6 +24,8 @@ from paystream.stack.services import uses_local_stack
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 PAYMENTS = 1_500
+FRESH_ACCOUNTS = 16  # half of them pay once: their payments are checked with the rest
+DEMO_PAYER_ROUNDS = 4
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +36,7 @@ async def chaos() -> AsyncIterator[tuple[ChaosReport, bool]]:
     options = ChaosOptions(
         payments=PAYMENTS, duration_s=25.0, seed=20261124, kill_interval_s=3.0, restart_services=restarts,
         scale_stage="funds", drain_timeout_s=240.0, work_dir=settings.stack_dir / "chaos",
+        fresh_accounts=FRESH_ACCOUNTS, demo_payer_rounds=DEMO_PAYER_ROUNDS,
     )  # fmt: skip
     report = await run_chaos(options, settings)
     print(render_report(report))
@@ -44,7 +51,7 @@ async def test_short_chaos_run_loses_nothing_and_applies_nothing_twice(chaos: tu
     assert report.check is not None
     assert report.check.problems() == []
     assert report.check.ok
-    assert report.check.terminal == PAYMENTS
+    assert report.check.terminal == report.check.payments == PAYMENTS + FRESH_ACCOUNTS // 2
     assert report.kills >= 3
     assert report.worker_restarts == report.kills
     assert report.scale_ups == 2
@@ -62,3 +69,19 @@ async def test_short_chaos_run_restarts_kafka_and_postgresql_once_each(chaos: tu
             " the chaos run does not restart services it does not own, so restarts were not exercised"
         )
     assert (report.kafka_restarts, report.postgres_restarts) == (1, 1)
+
+
+async def test_short_chaos_run_answers_every_account_request_once(chaos: tuple[ChaosReport, bool]) -> None:
+    """Each request answered as scripted (`check.account_problems` would say otherwise), each outcome once."""
+    report, _ = chaos
+    check = report.check
+    assert check is not None
+    assert check.account_missing == []
+    assert check.account_problems == []
+    assert check.account_requests == report.account_requests > 0
+    assert sum(check.account_answers.values()) == check.account_requests
+    # Withdrawals declined for insufficient funds and rejected by risk are among them.
+    assert set(check.account_answers) == {"succeeded", "declined", "rejected"}
+    records, distinct = check.redelivered["accounts.outcomes"]
+    assert distinct == check.account_requests
+    assert records >= distinct
