@@ -9,9 +9,7 @@ stay in `schemas/json/` unchanged (`schemas.registry.RETIRED_FILES`).
 
 from __future__ import annotations
 
-from typing import Literal
-
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 

@@ -9,7 +9,6 @@ import msgspec
 from schemas.money import CurrencyCode
 from schemas.payments import Event, IdText, RefText, UtcTime
 
-
 # Version 2: refunds are taken off a batch, so its totals may be negative
 # (a debit to the merchant), and it counts its refunds.
 SignedSumMinor = Annotated[int, msgspec.Meta(ge=-(2**63 - 1), le=2**63 - 1)]
