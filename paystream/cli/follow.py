@@ -14,7 +14,8 @@ from paystream.downstream import RESULT_TOPICS, follow
 from paystream.settings import Settings
 
 COLUMNS = {
-    "outcomes": ("payment_id", "status", "stage", "amount_minor", "currency", "merchant_id", "reasons"),
+    # payment.outcome and payment.refunded share the topic: a column one lacks shows "-".
+    "outcomes": ("payment_id", "status", "stage", "amount_minor", "currency", "merchant_id", "refund_id", "reasons"),
     "accounts": ("kind", "request_id", "account_id", "status", "amount_minor", "currency", "reasons"),
     "settlements": ("batch_id", "merchant_id", "currency", "item_count", "gross_minor", "fee_minor", "net_minor"),
 }
