@@ -18,7 +18,8 @@ Manual capture (`workers.capture_rules`, `workers.funds_capture`): a manual
 payment's hold is placed `authorized` with its deadline and emits an
 `authorized` outcome instead of `funds.held`; a capture request marks it
 `capturing` and emits `funds.held` with the amount for clearing; a void
-releases it (`voided` outcome). Timer work (`tick`): holds past their
+releases it (`voided` outcome); also when the request comes in the same
+batch as its payment. Timer work (`tick`): holds past their
 deadline are expired and released, their `expired` outcomes sent through an
 outbox mark.
 Everything is derived from the request risk stored and approved, never from
@@ -51,6 +52,7 @@ from schemas.payments import (
 from schemas.refunds import RefundRequested
 from topology.topics import FUNDS_HELD, PAYMENTS_APPROVED, PAYMENTS_OUTCOMES
 from workers.account_rules import AccountDecision, decide_account_request
+from workers.capture_rules import HoldState, hold_deadline
 from workers.failures import Identity, fail_payments
 from workers.funds_accounts import (
     RequestKey,
@@ -128,6 +130,9 @@ class FundsStage:
                     decided[stored.payment_id] = decision
                     fresh.append(stored)
                     fresh_holds.append(decision)
+                    if stored.capture == "manual":
+                        # A capture or void later in this batch acts on the hold just decided.
+                        holds[stored.payment_id] = _fresh_hold(stored, decision, self.hold_expiry_s_max)
             else:
                 request = requests.get(_key(event))
                 if request is not None and _key(event) not in done and request.account_id == event.account_id:
@@ -138,10 +143,11 @@ class FundsStage:
         if fresh_operations:
             await store_operations(connection, fresh_operations, accounts, now)
             await store_refunds(connection, fresh_operations, refunded, now)
-        await store_hold_changes(connection, holds, now)
         await write_accounts(connection, accounts, before)
         if fresh:
             await store_holds(connection, fresh, fresh_holds, now, self.hold_expiry_s_max)
+        # After store_holds: a capture or void may act on a hold this batch placed.
+        await store_hold_changes(connection, holds, now)
         # What captures, voids and refunds emit besides their account outcome, built from stored rows.
         answered = [done[_key(r.event)] for r in records if _answered(r, requests, done)]  # type: ignore[arg-type]
         extra = await hold_outputs(connection, answered)
@@ -180,6 +186,19 @@ def _answered(record: Accepted[FundsInput], requests: dict[RequestKey, AccountRe
               done: dict[RequestKey, AccountDecision]) -> bool:  # fmt: skip
     event = record.event
     return isinstance(event, AccountRequestApproved) and _key(event) in done and _key(event) in requests
+
+
+def _fresh_hold(payment: PaymentRequested, decision: HoldDecision, hold_expiry_s_max: int) -> HoldState:
+    """A manual-capture payment's hold as `lock_payment_holds` will read it once `store_holds` wrote it."""
+    return HoldState(
+        payment.payment_id,
+        payment.payer_account,
+        payment.amount_minor,
+        payment.currency,
+        "held" if decision.held else "declined",
+        "manual",
+        hold_deadline(payment, hold_expiry_s_max) if decision.held else None,
+    )
 
 
 def _identity(payment: PaymentRequested) -> Identity:

@@ -173,6 +173,47 @@ async def test_a_void_releases_the_hold_and_nothing_can_be_captured_after(enviro
     assert answers(late) == [("account", "capture", "declined", "already_voided")]
 
 
+async def test_a_capture_or_void_in_the_same_funds_batch_as_its_payment_sees_the_hold(environment: Settings) -> None:
+    """Funds decides an account's payments and requests in input order, also within one batch.
+
+    A capture sent right behind its payment often reaches funds in the same
+    batch (always, when funds catches up on a backlog): it must see the hold
+    the batch just placed, not be declined `not_authorized` because the hold
+    was not stored yet when the batch began.
+    """
+    balance, held = await account(environment)
+    risk = await apply(
+        environment,
+        RiskStage(environment),
+        [manual("mc-batch-cap", 800), capture("cap-batch", "mc-batch-cap", 300), manual("mc-batch-void", 200),
+         void("void-batch", "mc-batch-void"), capture("cap-batch-late", "mc-batch-void", 200)],
+    )  # fmt: skip
+    assert risk.refused == [] and len(risk.outputs) == 5, risk
+    funds = await apply(environment, FundsStage(environment), [o.event for o in risk.outputs])
+    assert answers(funds) == [
+        ("payment", "authorized"),
+        ("funds.held", "300"),
+        ("account", "capture", "succeeded", ""),
+        ("payment", "authorized"),
+        ("payment", "voided"),
+        ("account", "void", "succeeded", ""),
+        ("account", "capture", "declined", "already_voided"),
+    ]
+    assert await hold(environment, "mc-batch-cap") == ("capturing", 0, 0)
+    assert await status(environment, "mc-batch-cap") == "held"
+    assert await hold(environment, "mc-batch-void") == ("voided", 0, 200)
+    assert await status(environment, "mc-batch-void") == "voided"
+    assert await account(environment) == (balance, held + 800)
+    # The same batch again (a replay): the same answers from what was stored, nothing moves twice.
+    again = await apply(environment, FundsStage(environment), [o.event for o in risk.outputs])
+    assert answers(again) == answers(funds)
+    assert await account(environment) == (balance, held + 800)
+    cleared = await apply(environment, ClearingStage(), [funds.outputs[1].event])
+    assert cleared.outputs[0].event.gross_minor == 300
+    assert await hold(environment, "mc-batch-cap") == ("captured", 300, 500)
+    assert await account(environment) == (balance - 300, held)
+
+
 async def test_captures_that_cannot_be_taken_are_declined_with_the_reason(environment: Settings) -> None:
     await through_funds(environment, manual("mc-limits", 300))
     automatic = await through_funds(environment, payment("auto-1", payer=PAYER, amount_minor=100, created_at=NOW))
