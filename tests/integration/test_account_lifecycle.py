@@ -260,7 +260,7 @@ async def lifecycle() -> AsyncIterator[Lifecycle]:
                 currency="EUR",
                 source_ref="S 1",
             ),
-            "schema": "refund.requested",
+            "schema": "chargeback.requested",
         },
         {
             **document("account.open.requested", request_id="bad-extra", account_id=a, owner_id="x", currency="EUR"),
