@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from paystream.cli.args import SEED, bounded_int, positive_int
+from paystream.cli.args import SEED, bounded_float, bounded_int, positive_int
 from paystream.cli.reach import require_kafka
 from paystream.db.pool import connect
-from paystream.demo import DemoOptions, print_summary, run_demo
+from paystream.demo import MANUAL_PERCENT_DEFAULT, REFUND_PERCENT_DEFAULT, DemoOptions, print_summary, run_demo
 from paystream.errors import PaystreamError
 from paystream.prepare import prepare_environment
 from paystream.reconcile import reconcile
@@ -24,6 +24,20 @@ def register(sub: Any) -> None:
     )
     parser.add_argument(
         "--duplicates", type=bounded_int(0, PAYMENTS_MAX), default=100, help="payments sent twice (default 100)"
+    )
+    parser.add_argument(
+        "--manual-percent",
+        type=bounded_float(0, 100),
+        default=MANUAL_PERCENT_DEFAULT,
+        help="share of the ordinary payments that are manual captures: captured in full or in part, voided or left"
+        f" to expire (default {MANUAL_PERCENT_DEFAULT:g})",
+    )
+    parser.add_argument(
+        "--refund-percent",
+        type=bounded_float(0, 100),
+        default=REFUND_PERCENT_DEFAULT,
+        help="share of the settled payments refunded afterwards: in part, in full, and one over-refund"
+        f" (default {REFUND_PERCENT_DEFAULT:g})",
     )
     parser.add_argument("--seed", type=SEED, default=1, help="generator seed (default 1)")
     parser.add_argument("--no-stack", action="store_true", help="use the configured services as they are")
@@ -42,7 +56,14 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     print("preparing: database schema, topics, demo accounts ...", flush=True)
     # The demo payers' accounts are opened and funded through the pipeline, ahead of their payments.
     await prepare_environment(settings, publish_accounts=True)
-    report = await run_demo(settings, DemoOptions(args.payments, args.duplicates, args.seed))
+    options = DemoOptions(
+        payments=args.payments,
+        duplicates=args.duplicates,
+        seed=args.seed,
+        manual_percent=args.manual_percent,
+        refund_percent=args.refund_percent,
+    )
+    report = await run_demo(settings, options)
     print_summary(report, report["kinds"], report["elapsed_s"])
     connection = await connect(settings)
     try:
