@@ -60,9 +60,17 @@ def is_retriable(error: BaseException) -> bool:
         return bool(getattr(error, "retriable", False)) or isinstance(error, KafkaConnectionError)
     if isinstance(error, asyncpg.PostgresError):
         return getattr(error, "sqlstate", None) in RETRIABLE_SQLSTATES
+    # InternalClientError: a connection the server terminated while it sat idle in the pool (a
+    # PostgreSQL restart) is handed out still consuming that error, and its next query fails with
+    # "cannot switch to state N; another operation (2) is in progress" (asyncpg issue #784). The pool
+    # replaces the connection: another attempt gets a working one, or waits for the server.
     return isinstance(
         error,
-        OSError | asyncio.TimeoutError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError,
+        OSError
+        | asyncio.TimeoutError
+        | asyncpg.InterfaceError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.exceptions.InternalClientError,
     )
 
 

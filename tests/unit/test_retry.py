@@ -30,6 +30,8 @@ from paystream.stage.retry import (
         asyncpg.exceptions.CannotConnectNowError("starting"),
         asyncpg.exceptions.TooManyConnectionsError("full"),
         asyncpg.exceptions.ConnectionDoesNotExistError("gone"),
+        # What a pooled connection the server terminated (a PostgreSQL restart) raises on its next use.
+        asyncpg.exceptions.InternalClientError("cannot switch to state 15; another operation (2) is in progress"),
         ConnectionRefusedError("refused"),
         TimeoutError(),
         KafkaConnectionError("no broker"),
