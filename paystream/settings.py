@@ -33,7 +33,8 @@ CRASH_POINTS = (
     "after_db_commit",
     "after_produce",
     "after_offset_commit",
-    # Settlement's timer: a close committed, its events produced, then marked published.
+    # A stage's timer (settlement's closes, funds' hold expiries): its work committed, its events
+    # produced, then marked published.
     "after_tick_commit",
     "after_tick_produce",
 )

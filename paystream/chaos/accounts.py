@@ -27,6 +27,13 @@ Scripts (t = the currency's typical ticket, `demo_data.TYPICAL_AMOUNT_MINOR`):
   and into an account that does not exist (declined, unknown_account).
 Demo payers are never deposited into twice by one traffic and the poor payers
 never at all, so traffics of several runs may share one database.
+
+The payment lifecycle (manual captures, voids, expiries, refunds) adds its
+own scripts to the same traffic (`paystream.chaos.lifecycle`). Refunds can
+only be decided once their payment is cleared, so a traffic has phases:
+`setup` (the payments refunds will act on) and `sequences` (everything else)
+go out first; `later` (the refunds) only once every payment in `awaited` is
+cleared or settled.
 """
 
 from __future__ import annotations
@@ -72,23 +79,62 @@ class ExpectedAccount:
     balance_minor: int
 
 
+@dataclass(frozen=True, slots=True)
+class ExpectedHold:
+    """A payment's hold at the end of the run: its status, what it captured and what it released."""
+
+    status: str
+    captured_minor: int
+    released_minor: int
+
+
 @dataclass
 class AccountTraffic:
-    """The requests of one run, by account in the order they must be applied, with what each must end as."""
+    """The requests of one run, by account in the order they must be applied, with what each must end as.
+
+    A request may appear twice in a script (a repeated refund id): `expected`
+    has it once, `requests` every copy.
+    """
 
     sequences: list[list[TrafficItem]] = field(default_factory=list)
+    # Published with `sequences`: the payments `later` acts on (see the module docstring).
+    setup: list[list[TrafficItem]] = field(default_factory=list)
+    # Published once every payment in `awaited` is cleared or settled.
+    later: list[list[TrafficItem]] = field(default_factory=list)
+    awaited: list[str] = field(default_factory=list)
     expected: dict[AccountKey, Expected] = field(default_factory=dict)
-    # Payments of fresh accounts (they must settle) and the fresh accounts' final state.
+    # Payments of fresh accounts (their final status) and the fresh accounts' final state.
     expected_payments: dict[str, str] = field(default_factory=dict)
     expected_accounts: dict[str, ExpectedAccount] = field(default_factory=dict)
+    # The lifecycle's payments: how each hold ends, and what each payment ends refunded (0 when never).
+    expected_holds: dict[str, ExpectedHold] = field(default_factory=dict)
+    expected_refunded: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def phases(self) -> list[list[TrafficItem]]:
+        """The scripts of every phase: `sequences`, `setup`, `later`."""
+        return [*self.sequences, *self.setup, *self.later]
 
     @property
     def requests(self) -> list[AccountRequest]:
-        return [item for sequence in self.sequences for item in sequence if not isinstance(item, PaymentRequested)]
+        return [item for sequence in self.phases for item in sequence if not isinstance(item, PaymentRequested)]
 
     @property
     def payments(self) -> list[PaymentRequested]:
-        return [item for sequence in self.sequences for item in sequence if isinstance(item, PaymentRequested)]
+        return [item for sequence in self.phases for item in sequence if isinstance(item, PaymentRequested)]
+
+    def extend(self, other: AccountTraffic) -> None:
+        """Add another traffic's scripts and expectations (its ids must be apart from these)."""
+        assert not set(other.expected) & set(self.expected), "the two traffics share request ids"
+        self.sequences += other.sequences
+        self.setup += other.setup
+        self.later += other.later
+        self.awaited += other.awaited
+        self.expected.update(other.expected)
+        self.expected_payments.update(other.expected_payments)
+        self.expected_accounts.update(other.expected_accounts)
+        self.expected_holds.update(other.expected_holds)
+        self.expected_refunded.update(other.expected_refunded)
 
     def counts(self) -> dict[str, int]:
         """Requests by expected status."""
@@ -102,11 +148,13 @@ def key_of(request: AccountRequest) -> AccountKey:
     return (request_kind(request), request.request_id)
 
 
-class _Builder:
-    def __init__(self, prefix: str, created_at: datetime) -> None:
+class Builder:
+    """Requests with ids under `prefix`, added to `traffic` with their expected answers."""
+
+    def __init__(self, prefix: str, created_at: datetime, traffic: AccountTraffic | None = None) -> None:
         self.prefix = prefix
         self.created_at = created_at
-        self.traffic = AccountTraffic()
+        self.traffic = traffic if traffic is not None else AccountTraffic()
         self.serial = 0
 
     def rid(self, what: str) -> str:
@@ -165,7 +213,7 @@ def plan_account_traffic(
     world: DemoWorld, prefix: str, fresh_accounts: int, demo_payers: int, rng: random.Random, created_at: datetime
 ) -> AccountTraffic:
     """The scripts of the module docstring: `fresh_accounts` new accounts, `demo_payers` of each demo case."""
-    build = _Builder(prefix, created_at)
+    build = Builder(prefix, created_at)
     traffic = build.traffic
     merchants = [m for m in world.merchants if m.merchant_id not in set(world.blocked_merchants)]
     for index in range(fresh_accounts):
@@ -210,7 +258,7 @@ def plan_account_traffic(
     return traffic
 
 
-def _demo_payer_requests(world: DemoWorld, build: _Builder, count: int, rng: random.Random) -> None:
+def _demo_payer_requests(world: DemoWorld, build: Builder, count: int, rng: random.Random) -> None:
     excluded = set(world.blocked_payers) | set(world.poor_payers)
     rich = [p for p in world.payers if p.status == "open" and p.account_id not in excluded]
     poor = [p for p in world.payers if p.status == "open" and p.account_id in set(world.poor_payers)]
@@ -244,15 +292,15 @@ def _demo_payer_requests(world: DemoWorld, build: _Builder, count: int, rng: ran
         build.traffic.sequences += [[item] for item in sequence]
 
 
-def interleave(payments: Sequence[PaymentRequested], traffic: AccountTraffic) -> list[TrafficItem]:
-    """Payments with the account traffic spread evenly among them; each account's script keeps its order.
+def interleave(payments: Sequence[PaymentRequested], sequences: Sequence[Sequence[TrafficItem]]) -> list[TrafficItem]:
+    """Payments with the scripts (`AccountTraffic.sequences`, ...) spread evenly among them; each keeps its order.
 
     Step-major: every account's first step, then every account's second, and so
     on, so each script spans the whole run and crashes land between its steps;
     one-request sequences (the demo payers') are spread over the same span.
     """
-    scripts = [s for s in traffic.sequences if len(s) > 1]
-    singles = [s[0] for s in traffic.sequences if len(s) == 1]
+    scripts = [s for s in sequences if len(s) > 1]
+    singles = [s[0] for s in sequences if len(s) == 1]
     steps: list[TrafficItem] = []
     for step in range(max((len(s) for s in scripts), default=0)):
         steps += [script[step] for script in scripts if step < len(script)]

@@ -27,6 +27,7 @@ def settings_environment(settings: Settings, extra: dict[str, str] | None = None
             "PAYSTREAM_SETTLEMENT_CYCLE_S": str(settings.settlement_cycle_s),
             "PAYSTREAM_SETTLEMENT_GRACE_S": str(settings.settlement_grace_s),
             "PAYSTREAM_SETTLEMENT_CLOSE_INTERVAL_MS": str(settings.settlement_close_interval_ms),
+            "PAYSTREAM_HOLD_EXPIRY_INTERVAL_MS": str(settings.hold_expiry_interval_ms),
             "PAYSTREAM_RETRY_DURATION_MS_MAX": str(settings.retry_duration_ms_max),
             "PAYSTREAM_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
             "PAYSTREAM_LOG_FORMAT": "json",

@@ -11,9 +11,15 @@ The traffic mixes account requests into the payments
 (`paystream.chaos.accounts`): fresh accounts opened, funded, paid from,
 withdrawn from and some closed, and deposits and withdrawals on the demo
 payers, including withdrawals declined for insufficient funds and rejected by
-risk. Each request's answer and each fresh account's balance are known before
-the run; the checks compare them, and count the requests' outcomes on
-accounts.outcomes by event id.
+risk. It also carries the payment lifecycle (`paystream.chaos.lifecycle`):
+manual-capture payments captured in full or in part, voided, or left to
+expire (their deadline half-way through the chaos window, funds' timer every
+500 ms), and refunds (partial, full, declined, one repeated) of payments
+made earlier in the run: those are published as soon as the payments they
+refund are cleared, under the same faults if the window is still open. Each
+request's answer, each fresh account's balance, how each hold ends and what
+each payment ends refunded are known before the run; the checks compare them,
+and count the requests' outcomes on accounts.outcomes by event id.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from aiokafka.errors import KafkaError
 
 from paystream.chaos.accounts import (
@@ -40,6 +47,7 @@ from paystream.chaos.accounts import (
     publish_item,
 )
 from paystream.chaos.checks import TERMINAL, CheckReport, check_run, unanswered_account_requests
+from paystream.chaos.lifecycle import LifecyclePlan, plan_lifecycle_traffic
 from paystream.chaos.processes import WorkerFleet
 from paystream.db.pool import connect
 from paystream.demo_data import build_world
@@ -65,6 +73,9 @@ class ChaosOptions:
     # Fresh accounts walked through their scripts, and rounds of deposits/withdrawals on demo payers.
     fresh_accounts: int = 40
     demo_payer_rounds: int = 10
+    # Fresh accounts walked through the lifecycle's scripts: manual captures, voids, expiries; refunds.
+    capturing_accounts: int = 10
+    refunding_accounts: int = 10
     work_dir: Path = Path(".stack/chaos")
 
 
@@ -105,6 +116,7 @@ async def run_chaos(options: ChaosOptions, base_settings: Any) -> ChaosReport:
         settlement_cycle_s=5,
         settlement_grace_s=1,
         settlement_close_interval_ms=500,
+        hold_expiry_interval_ms=500,
         retry_duration_ms_max=120_000,
     )
     report = ChaosReport(seed=seed, namespace=settings.namespace)
@@ -115,7 +127,7 @@ async def run_chaos(options: ChaosOptions, base_settings: Any) -> ChaosReport:
     for stage in STAGE_NAMES:
         await fleet.start(stage)
     try:
-        traffic, publishing = await _start_publishing(settings, options, run_id, rng, report)
+        traffic, publishing = await _start_publishing(settings, options, run_id, rng, report, started)
         await _chaos_window(settings, fleet, options, rng, report, started)
         payment_ids = await publishing
         report.publish_s = time.monotonic() - started
@@ -129,38 +141,114 @@ async def run_chaos(options: ChaosOptions, base_settings: Any) -> ChaosReport:
 
 
 async def _start_publishing(
-    settings: Any, options: ChaosOptions, run_id: str, rng: random.Random, report: ChaosReport
+    settings: Any, options: ChaosOptions, run_id: str, rng: random.Random, report: ChaosReport, started: float
 ) -> tuple[AccountTraffic, asyncio.Task[list[str]]]:
-    """The account traffic, and the task publishing it with the payments; the task returns every payment id."""
+    """The account traffic, and the task publishing it with the payments; the task returns every payment id.
+
+    The payments refunds will act on go first; then the payments with every
+    other script, spread over the window, and copies of 5% of them; meanwhile,
+    as soon as those first payments are cleared, the refunds and copies of 5%
+    of them, so that they too are decided while faults go on.
+    """
     generator = PaymentGenerator(build_world(), rng.randrange(2**31), run_id)
     payments = [g.payment for g in generator.generate(options.payments, datetime.now(UTC), timedelta(milliseconds=1))]
+    created_at = datetime.now(UTC)
     traffic = plan_account_traffic(
-        build_world(), run_id, options.fresh_accounts, options.demo_payer_rounds, rng, datetime.now(UTC)
+        build_world(), run_id, options.fresh_accounts, options.demo_payer_rounds, rng, created_at
     )
-    items = interleave(payments, traffic)
+    # The holds left to expire reach their deadline half-way through the window, some while faults go on.
+    lifecycle = LifecyclePlan(
+        options.capturing_accounts, options.refunding_accounts, timedelta(seconds=max(3.0, options.duration_s / 2))
+    )
+    plan_lifecycle_traffic(traffic, build_world(), run_id, lifecycle, rng, created_at)
+    setup = interleave([], traffic.setup)
+    items = interleave(payments, traffic.sequences)
+    first = [item for item in [*setup, *items] if not isinstance(item, PaymentRequested)]
     duplicates: list[TrafficItem] = [*rng.sample(payments, k=max(1, len(payments) // 20))]
-    requests = traffic.requests
-    duplicates += rng.sample(requests, k=len(requests) // 20)
+    duplicates += rng.sample(first, k=len(first) // 20)
+    later = interleave([], traffic.later)
+    later_duplicates: list[TrafficItem] = list(rng.sample(later, k=min(len(later), 1 + len(later) // 20)))
     report.payments = len(payments) + len(traffic.payments)
     report.duplicates_published = sum(1 for d in duplicates if isinstance(d, PaymentRequested))
-    report.account_requests = len(requests)
-    report.account_duplicates_published = len(duplicates) - report.duplicates_published
+    report.account_requests = len(traffic.expected)
+    # Copies published: the sampled ones and the scripts' own repeats (a refund id sent twice).
+    report.account_duplicates_published = (
+        len(duplicates) - report.duplicates_published + len(later_duplicates)
+        + len(traffic.requests) - len(traffic.expected)
+    )  # fmt: skip
     # Spread publishing over the first 60% of the window so faults hit traffic in flight.
     pace_s = options.duration_s * 0.6 / max(1, len(items))
 
+    async def publish_refunds() -> None:
+        await _until_cleared(settings, traffic.awaited, options.drain_timeout_s)
+        await _publish_all(settings, f"{run_id}-refunds", [*later, *later_duplicates])
+        report.log(started, f"published {len(later)} refunds (+{len(later_duplicates)} duplicates)")
+
     async def publish() -> list[str]:
         async with PaymentPublisher(settings, client_id=f"{run_id}-publisher") as publisher:
-            t0 = time.monotonic()
-            for index, item in enumerate(items):
+            for item in setup:
                 await _publish_with_retry(publisher, item)
-                if index % 500 == 0:
-                    await publisher.flush()
-                    await asyncio.sleep(max(0.0, t0 + index * pace_s - time.monotonic()))
-            for item in duplicates:
-                await _publish_with_retry(publisher, item)
+            await publisher.flush()
+            refunds = asyncio.create_task(publish_refunds()) if later else None
+            try:
+                t0 = time.monotonic()
+                for index, item in enumerate(items):
+                    await _publish_with_retry(publisher, item)
+                    if index % 500 == 0:
+                        await publisher.flush()
+                        await asyncio.sleep(max(0.0, t0 + index * pace_s - time.monotonic()))
+                for item in duplicates:
+                    await _publish_with_retry(publisher, item)
+            except BaseException:
+                if refunds is not None:
+                    refunds.cancel()
+                raise
+        if refunds is not None:
+            await refunds
         return [p.payment_id for p in payments] + [p.payment_id for p in traffic.payments]
 
     return traffic, asyncio.create_task(publish())
+
+
+async def _publish_all(settings: Any, client_id: str, items: list[TrafficItem]) -> None:
+    """Publish `items` with a publisher of their own, from the first again if the broker went away meanwhile.
+
+    Sending a request again is harmless (same id, the same answer); so is a
+    script's prefix sent twice: each request is decided at its first copy.
+    """
+    for attempt in range(60):
+        try:
+            async with PaymentPublisher(settings, client_id=client_id) as publisher:
+                for item in items:
+                    await _publish_with_retry(publisher, item)
+            return
+        except (KafkaError, OSError, TimeoutError) as error:
+            if attempt == 59:
+                raise PaystreamError(f"publishing kept failing: {error}") from error
+            await asyncio.sleep(1.0)
+
+
+async def _until_cleared(settings: Any, payment_ids: list[str], timeout_s: float) -> None:
+    """Until every payment is cleared or settled (refunds of them are then decided), across PostgreSQL restarts."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            connection = await connect(settings)
+            try:
+                cleared = await connection.fetchval(
+                    """SELECT count(*) FROM payments
+                       WHERE payment_id = ANY($1::text[]) AND status IN ('cleared', 'settled')""",
+                    payment_ids,
+                )
+            finally:
+                await connection.close()
+        except (PaystreamError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            cleared = -1  # PostgreSQL is restarting: ask again
+        if cleared == len(payment_ids):
+            return
+        if time.monotonic() > deadline:
+            raise PaystreamError(f"the payments to refund were not cleared within {timeout_s:.0f} s")
+        await asyncio.sleep(1.0)
 
 
 async def _publish_with_retry(publisher: PaymentPublisher, item: TrafficItem) -> None:
@@ -278,7 +366,13 @@ async def _drain(
                 "SELECT count(*) FROM settlement_batches WHERE published_at IS NULL"
             )
             unanswered = await unanswered_account_requests(connection, request_keys)
-            if terminal == len(payment_ids) and unpublished == 0 and unanswered == 0:
+            # Refunds not yet in a batch, expiries whose outcome is not yet marked sent: still in flight.
+            in_flight = await connection.fetchval(
+                """SELECT (SELECT count(*) FROM refunds r
+                           WHERE NOT EXISTS (SELECT 1 FROM settlement_refund_items i WHERE i.refund_id = r.refund_id))
+                        + (SELECT count(*) FROM holds WHERE status = 'expired' AND expiry_published_at IS NULL)"""
+            )
+            if terminal == len(payment_ids) and unpublished == 0 and unanswered == 0 and in_flight == 0:
                 break
             dead = fleet.exited_unexpectedly()
             if dead:
@@ -287,7 +381,8 @@ async def _drain(
             if time.monotonic() > deadline:
                 raise PaystreamError(
                     f"not drained after {options.drain_timeout_s:.0f} s: {terminal}/{len(payment_ids)}"
-                    f" terminal, {unpublished} batches unpublished, {unanswered} account requests unanswered"
+                    f" terminal, {unpublished} batches unpublished, {unanswered} account requests unanswered,"
+                    f" {in_flight} refunds or expiries in flight"
                 )
             await asyncio.sleep(1.0)
     finally:
@@ -317,6 +412,20 @@ def render_report(report: ChaosReport) -> str:
         answered = ", ".join(f"{n} {status}" for status, n in sorted(check.account_answers.items()))
         lines.append(f"account requests     {sum(check.account_answers.values())}/{check.account_requests} answered"
                      f" ({answered or 'none'})")  # fmt: skip
+        for kind in ("capture", "void", "refund"):
+            by_status = check.answers_by_kind.get(kind, {})
+            counted = ", ".join(f"{n} {status}" for status, n in sorted(by_status.items()))
+            lines.append(f"  {kind + 's':<20} {sum(by_status.values())} answered ({counted or 'none'})")
+        ended = ", ".join(f"{n} {status}" for status, n in sorted(check.lifecycle_payments.items()))
+        lines.append(f"manual capture       scripted payments ended: {ended or 'none'}")
+        records, distinct = check.expired_outcomes
+        lines.append(
+            f"  expired outcomes     {records} records, {distinct} distinct event ids:"
+            f" {records - distinct} re-sent by funds' timer, absorbed"
+        )
+        lines.append(
+            f"refunds              {check.refunds_applied} applied, {check.refund_items} settlement refund items"
+        )
         for topic, (records, distinct) in check.redelivered.items():
             lines.append(
                 f"  {topic:<22} {records} records, {distinct} distinct event ids:"

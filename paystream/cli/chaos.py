@@ -28,6 +28,14 @@ def register(sub: Any) -> None:
         " quarter as many rounds of deposits and withdrawals on demo payers (default 40; 0: payments only)",
     )
     parser.add_argument(
+        "--lifecycle",
+        type=bounded_int(0, 10_000),
+        default=10,
+        help="fresh accounts whose manual-capture payments are captured in full and in part, voided and left to"
+        " expire, and as many whose payments are refunded in part, in full, over and twice once cleared"
+        " (default 10; 0: none)",
+    )
+    parser.add_argument(
         "--duration",
         type=bounded_float(0, 86_400, above_low=True),
         default=120.0,
@@ -57,6 +65,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         scale_stage=args.scale_stage,
         fresh_accounts=args.accounts,
         demo_payer_rounds=args.accounts // 4,
+        capturing_accounts=args.lifecycle,
+        refunding_accounts=args.lifecycle,
         work_dir=settings.stack_dir / "chaos",
     )
     # The run restarts the broker on purpose: its own publisher's connection

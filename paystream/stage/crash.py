@@ -27,7 +27,7 @@ class CrashSwitch:
             self.batches_seen += 1
 
     def tick_started(self) -> None:
-        """A timer's work (settlement closes) counts ticks that did something, not input batches."""
+        """A timer's work (settlement's closes, funds' hold expiries) counts ticks that did something, not batches."""
         if self.point is not None:
             self.ticks_seen += 1
 

@@ -17,8 +17,9 @@ from paystream.runner import run_stages
 from paystream.settings import Settings, load_settings
 from workers import STAGE_NAMES
 
-# "failed": a payment whose hold was released after a refusal (coming with the hardening work).
-TERMINAL = ("rejected", "declined", "failed", "settled")
+# "failed": a payment whose hold was released after a refusal; "voided", "expired": a manual-capture
+# payment whose hold was voided or expired (nothing captured).
+TERMINAL = ("rejected", "declined", "failed", "voided", "expired", "settled")
 EXAMPLES_SHOWN = 5
 
 
