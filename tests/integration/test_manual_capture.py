@@ -34,6 +34,8 @@ from workers.risk import RiskStage
 pytestmark = pytest.mark.integration
 
 PAYER = "payer-000000"  # open and rich in EUR in the demo world
+# Reconcile's bounds on settlement lagging behind clearing, which hand-cleared payments here meet.
+NEVER_SETTLED_HERE = ("settled_once_and_none_missing", "refund_settled_once")
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
@@ -315,7 +317,13 @@ async def test_the_lifecycle_leaves_the_books_balanced(environment: Settings) ->
     finally:
         await connection.close()
     # mc-race is still `capturing` (its funds.held was never given to clearing here): within the bound.
-    assert [str(v) for v in report.failures()] == []
+    # The payments cleared here by hand were never given to settlement: once the module's clock (set
+    # at import) is five minutes old, as in a full run, reconcile rightly reports them missing from a
+    # batch, and nothing else.
+    assert [str(v) for v in report.failures() if v.invariant not in NEVER_SETTLED_HERE] == []
+    for violation in report.failures():
+        if violation.invariant in NEVER_SETTLED_HERE:
+            assert all(e.get("batch_id") is None for e in violation.examples), str(violation)
 
 
 async def test_through_kafka_a_hold_expires_on_a_partition_that_receives_nothing_more() -> None:

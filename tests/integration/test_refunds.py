@@ -266,8 +266,14 @@ async def test_the_refunds_leave_the_books_balanced(environment: Settings) -> No
         report = await reconcile(connection, hold_open_s_max=environment.hold_open_s_max)
     finally:
         await connection.close()
-    # Payments driven by hand above were never settled: only settlement's five-minute bounds could fire.
-    assert [str(v) for v in report.failures()] == []
+    # Most payments and refunds driven by hand above were never given to settlement: once the module's
+    # clock (set at import) is five minutes old, as in a full run, reconcile rightly reports them missing
+    # from a batch (no batch in the examples), and nothing else.
+    never_settled_here = ("settled_once_and_none_missing", "refund_settled_once")
+    assert [str(v) for v in report.failures() if v.invariant not in never_settled_here] == []
+    for violation in report.failures():
+        if violation.invariant in never_settled_here:
+            assert all(e.get("batch_id") is None for e in violation.examples), str(violation)
 
 
 async def test_through_kafka_a_settled_payment_is_refunded_and_settlement_carries_it() -> None:

@@ -50,7 +50,9 @@ async def test_the_timeout_names_what_is_not_terminal(environment: Settings) -> 
     with pytest.raises(AssertionError, match=r"^after 1 s, 2 of 3 payments are not terminal ") as raised:
         await wait_terminal(environment, ["w-held", "w-rejected", "w-never-seen"], timeout_s=1)
     message = str(raised.value)
-    assert message.startswith("after 1 s, 2 of 3 payments are not terminal (rejected/declined/failed/settled)")
+    assert message.startswith(
+        "after 1 s, 2 of 3 payments are not terminal (rejected/declined/failed/voided/expired/settled)"
+    )
     assert "e.g. w-held=held, w-never-seen=(no payments row);" in message
     assert "w-rejected" not in message
     assert message.endswith("0 settlement batches unpublished (0 open, 0 closed but not published)")
