@@ -26,7 +26,8 @@ from paystream.stage.contract import StageResult
 from schemas.accounts import AccountOutcome, CaptureRequested, VoidRequested
 from schemas.payments import FundsHeld, PaymentOutcome, PaymentRequested
 from tests.support.pipeline import drain, fast_settings, fresh_environment
-from tests.support.stages import accepted, payment, publish_requests
+from tests.support.stages import accepted, apply_committed, payment, publish_requests
+from tests.support.stages import through_funds as funds_after_risk
 from workers.clearing import ClearingStage
 from workers.funds import FundsStage
 from workers.risk import RiskStage
@@ -47,22 +48,14 @@ async def environment() -> AsyncIterator[Settings]:
 
 
 async def apply(settings: Settings, stage: Any, events: list[Any], at: datetime = NOW) -> StageResult:
-    connection = await connect(settings)
-    try:
-        async with connection.transaction():
-            result: StageResult = await stage.apply(
-                connection, [accepted(e, offset=i) for i, e in enumerate(events)], at
-            )
-            return result
-    finally:
-        await connection.close()
+    result: StageResult = await apply_committed(settings, stage, events, at)
+    return result
 
 
 async def through_funds(settings: Settings, event: Any, at: datetime = NOW) -> StageResult:
     """Risk then funds, committed: what funds emits for a payment or request."""
-    risk = await apply(settings, RiskStage(settings), [event], at)
-    assert risk.refused == [] and len(risk.outputs) == 1, risk
-    return await apply(settings, FundsStage(settings), [risk.outputs[0].event], at)
+    result: StageResult = await funds_after_risk(settings, event, at)
+    return result
 
 
 def manual(payment_id: str, amount: int = 1_000, capture_by: datetime | None = None) -> PaymentRequested:

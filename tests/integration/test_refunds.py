@@ -27,7 +27,8 @@ from schemas.accounts import AccountOutcome
 from schemas.payments import PaymentCleared
 from schemas.refunds import PaymentRefunded, RefundCleared, RefundRequested
 from tests.support.pipeline import drain, fast_settings, fresh_environment, wait_terminal
-from tests.support.stages import accepted, payment, publish_requests, race
+from tests.support.stages import accepted, apply_committed, payment, publish_requests, race
+from tests.support.stages import through_funds as funds_after_risk
 from workers.clearing import ClearingStage
 from workers.funds import FundsStage
 from workers.risk import RiskStage
@@ -49,21 +50,13 @@ async def environment() -> AsyncIterator[Settings]:
 
 
 async def apply(settings: Settings, stage: Any, events: list[Any], at: datetime = NOW) -> StageResult:
-    connection = await connect(settings)
-    try:
-        async with connection.transaction():
-            result: StageResult = await stage.apply(
-                connection, [accepted(e, offset=i) for i, e in enumerate(events)], at
-            )
-            return result
-    finally:
-        await connection.close()
+    result: StageResult = await apply_committed(settings, stage, events, at)
+    return result
 
 
 async def through_funds(settings: Settings, event: Any) -> StageResult:
-    risk = await apply(settings, RiskStage(settings), [event])
-    assert risk.refused == [] and len(risk.outputs) == 1, risk
-    return await apply(settings, FundsStage(settings), [risk.outputs[0].event])
+    result: StageResult = await funds_after_risk(settings, event, NOW)
+    return result
 
 
 async def cleared(settings: Settings, payment_id: str, amount: int) -> PaymentCleared:

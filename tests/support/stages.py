@@ -89,6 +89,26 @@ async def race(
             await connection.close()
 
 
+async def apply_committed(settings: Settings, stage: Any, events: Sequence[Any], at: datetime) -> Any:
+    """`stage.apply` of hand-made events (offsets 0, 1, ...) in one committed transaction; its StageResult."""
+    connection = await connect(settings)
+    try:
+        async with connection.transaction():
+            return await stage.apply(connection, [accepted(e, offset=i) for i, e in enumerate(events)], at)
+    finally:
+        await connection.close()
+
+
+async def through_funds(settings: Settings, event: Any, at: datetime) -> Any:
+    """Risk then funds, each committed: what funds emits for one payment or request risk passes on."""
+    from workers.funds import FundsStage
+    from workers.risk import RiskStage
+
+    risk = await apply_committed(settings, RiskStage(settings), [event], at)
+    assert risk.refused == [] and len(risk.outputs) == 1, risk
+    return await apply_committed(settings, FundsStage(settings), [risk.outputs[0].event], at)
+
+
 async def publish_requests(settings: Settings, requests: Sequence[PaymentRequested]) -> None:
     """Publish hand-made payment requests (the generator's helper takes generated ones)."""
     async with PaymentPublisher(settings, client_id="paystream-tests") as publisher:
