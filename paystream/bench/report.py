@@ -14,9 +14,14 @@ from paystream.bench.measure import median, ratio
 from paystream.bench.run import BenchResult
 from paystream.errors import PaystreamError
 
-# The goals set for paystream against the two baselines (issue: benchmark against baselines).
+# The goals set for paystream against the baselines (issues: benchmark against
+# baselines; performance II).
 GOAL_VS_NAIVE = 20.0
 GOAL_VS_CEILING = 0.5
+GOAL_VS_DB_CEILING = 0.85
+GOAL_THROUGHPUT_PER_S = 9_000.0
+# Two consecutive benchmark runs must agree on paystream's p99 within this share.
+P99_AGREEMENT = 0.25
 DOC_BEGIN = "<!-- bench:begin -->"
 DOC_END = "<!-- bench:end -->"
 
@@ -52,7 +57,12 @@ def summarise(result: BenchResult) -> dict[str, Any]:
         "throughput_per_s": {"median": medians, "runs": rates},
         "ratio_vs_naive": ratio(medians.get("paystream", 0.0), medians.get("naive", 0.0)),
         "ratio_vs_ceiling": ratio(medians.get("paystream", 0.0), medians.get("passthrough", 0.0)),
+        "ratio_vs_db_ceiling": ratio(medians.get("paystream", 0.0), medians.get("dbceiling", 0.0)),
         "latency_ms": latency,
+        "latency_runs": [
+            {"system": run.system, "p99": run.latency_ms["p99"], "preceded_by": run.preceded_by}
+            for run in result.latency
+        ],
         "options": {k: str(v) for k, v in asdict(result.options).items()},
     }
 
@@ -61,6 +71,8 @@ def markdown(summary: dict[str, Any], machine: str) -> str:
     """The tables for docs/performance.md and the terminal."""
     options = summary["options"]
     medians = summary["throughput_per_s"]["median"]
+    paystream = medians.get("paystream", 0.0)
+    db_ratio = summary.get("ratio_vs_db_ceiling", 0.0)
     runs = summary["throughput_per_s"]["runs"]
     lines = [
         f"Machine: {machine}.",
@@ -71,7 +83,7 @@ def markdown(summary: dict[str, Any], machine: str) -> str:
         "| system | sustained throughput (median) | each run | paystream ÷ system |",
         "| --- | ---: | --- | ---: |",
     ]
-    for system in ("paystream", "naive", "passthrough"):
+    for system in ("paystream", "naive", "dbceiling", "passthrough"):
         if system not in medians:
             continue
         each = ", ".join(f"{value:,.0f}" for value in runs[system])
@@ -83,6 +95,10 @@ def markdown(summary: dict[str, Any], machine: str) -> str:
         f" {'met' if summary['ratio_vs_naive'] >= GOAL_VS_NAIVE else 'not met'})",
         f"- paystream / pass-through ceiling: **{summary['ratio_vs_ceiling']:.2f}**"
         f" (goal ≥ {GOAL_VS_CEILING:g}: {'met' if summary['ratio_vs_ceiling'] >= GOAL_VS_CEILING else 'not met'})",
+        f"- paystream / database ceiling: **{db_ratio:.2f}**"
+        f" (goal ≥ {GOAL_VS_DB_CEILING:g}: {'met' if db_ratio >= GOAL_VS_DB_CEILING else 'not met'})",
+        f"- paystream throughput: **{paystream:,.0f}/s**"
+        f" (goal ≥ {GOAL_THROUGHPUT_PER_S:,.0f}/s: {'met' if paystream >= GOAL_THROUGHPUT_PER_S else 'not met'})",
         "",
         f"Latency at {float(options['rate_per_s']):g} payments/s offered for {float(options['latency_duration_s']):g} s"
         " (creation to first outcome read downstream; medians over the repetitions):",
@@ -95,7 +111,28 @@ def markdown(summary: dict[str, Any], machine: str) -> str:
             f"| {system} | {figures['achieved_per_s']:,.0f}/s | {figures['p50']:,.0f} ms | {figures['p90']:,.0f} ms"
             f" | {figures['p99']:,.0f} ms | {figures['max']:,.0f} ms |"
         )
+    runs_after = summary.get("latency_runs", [])
+    if runs_after:
+        lines += ["", "Each latency run's p99 and the run before it (order must not change the result):", ""]
+        lines += [f"- {run['system']}: p99 {run['p99']:,.0f} ms after {run['preceded_by']}" for run in runs_after]
     return "\n".join(lines)
+
+
+def p99_agreement(previous: dict[str, Any] | None, summary: dict[str, Any]) -> str | None:
+    """How paystream's median p99 compares with the previous run's (from its JSON), or None."""
+    try:
+        before = float(previous["summary"]["latency_ms"]["paystream"]["p99"]) if previous else 0.0
+    except (KeyError, TypeError, ValueError):
+        return None
+    now = summary["latency_ms"].get("paystream", {}).get("p99", 0.0)
+    if before <= 0 or now <= 0:
+        return None
+    change = abs(now - before) / before
+    verdict = "agree" if change <= P99_AGREEMENT else "disagree"
+    return (
+        f"paystream p99 {now:,.0f} ms; previous run {before:,.0f} ms: {change:.0%} apart"
+        f" ({verdict} within {P99_AGREEMENT:.0%})"
+    )
 
 
 def write_into_doc(path: Path, body: str) -> None:

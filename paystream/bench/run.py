@@ -1,15 +1,21 @@
-"""One benchmark run: the three systems measured alike, interleaved, on this machine.
+"""One benchmark run: the systems measured alike, interleaved, on this machine.
 
-For each system (paystream, the naive baseline, the pass-through ceiling)
-and each repetition:
+For each system (paystream, the naive baseline, the pass-through ceiling,
+the database ceiling) and each repetition:
 - throughput: a backlog of generated payments is published first, then the
   system's four worker processes start; the sustained rate is read from the
   times their first outcomes appear downstream (see `measure`);
 - latency (paystream and the ceiling): workers start, a warm-up batch goes
   through, then payments are offered at a fixed rate, each stamped
   `created_at` when sent; latency is until its first outcome is read.
+- the database ceiling: the stages' own database work chained in-process
+  without Kafka (`paystream.bench.dbceiling`), throughput only.
 Every run has its own topics and database, deleted afterwards. Systems are
-interleaved within each repetition so that machine noise spreads over all.
+interleaved within each repetition so that machine noise spreads over all;
+each repetition runs the latency runs first and rotates the order of the
+systems, and every run starts on a settled machine (`paystream.bench.settle`),
+so no run inherits the previous one's disk and broker work. Each run records
+which run preceded it, so the report can show that order no longer matters.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from typing import Any
 
 import msgspec
 
+from paystream.bench.dbceiling import run_ceiling
 from paystream.bench.measure import sustained_rate_per_s
+from paystream.bench.settle import settle
 from paystream.chaos.processes import WorkerFleet
 from paystream.demo_data import build_world
 from paystream.errors import PaystreamError
@@ -41,6 +49,8 @@ from workers import STAGE_NAMES
 
 WARMUP_PAYMENTS = 200
 POLL_S = 0.2
+THROUGHPUT_SYSTEMS = ("paystream", "naive", "passthrough", "dbceiling")
+LATENCY_SYSTEMS = ("paystream", "passthrough")
 
 
 class BenchFailedError(PaystreamError):
@@ -68,6 +78,8 @@ class ThroughputRun:
     payments: int
     rate_per_s: float
     drain_s: float
+    preceded_by: str = ""
+    settle_s: float = 0.0
 
 
 @dataclass
@@ -77,6 +89,8 @@ class LatencyRun:
     payments: int
     achieved_per_s: float
     latency_ms: dict[str, float]
+    preceded_by: str = ""
+    settle_s: float = 0.0
 
 
 @dataclass
@@ -110,31 +124,55 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def rotated(systems: tuple[str, ...], repetition: int) -> list[str]:
+    """The systems starting at a different one each repetition."""
+    shift = (repetition - 1) % len(systems)
+    return list(systems[shift:] + systems[:shift])
+
+
 async def run_bench(options: BenchOptions, base: Settings) -> BenchResult:
     result = BenchResult(options)
+    previous = "start"
     for repetition in range(1, options.repeat + 1):
-        for system in ("paystream", "naive", "passthrough"):
-            payments = {
-                "paystream": options.payments,
-                "naive": options.naive_payments,
-                "passthrough": options.ceiling_payments,
-            }[system]
-            _progress(f"[{repetition}/{options.repeat}] throughput  {system:<11} {payments:,} payments ...")
-            run = await _throughput_run(options, base, system, payments)
-            _progress(f"    {run.rate_per_s:,.1f} payments/s sustained, drained in {run.drain_s:.1f} s")
-            result.throughput.append(run)
-        for system in ("paystream", "passthrough"):
+        for system in rotated(LATENCY_SYSTEMS, repetition):
+            settled = await _settle_before(repetition, options)
             _progress(
                 f"[{repetition}/{options.repeat}] latency     {system:<11}"
                 f" {options.rate_per_s:g}/s for {options.latency_duration_s:g} s ..."
             )
             latency = await _latency_run(options, base, system)
+            latency.preceded_by, latency.settle_s = previous, settled
             _progress(
                 f"    p50 {latency.latency_ms['p50']:.0f} ms  p99 {latency.latency_ms['p99']:.0f} ms"
                 f"  achieved {latency.achieved_per_s:,.1f}/s"
             )
             result.latency.append(latency)
+            previous = f"latency {system}"
+        for system in rotated(THROUGHPUT_SYSTEMS, repetition):
+            payments = {
+                "paystream": options.payments,
+                "naive": options.naive_payments,
+                "passthrough": options.ceiling_payments,
+                "dbceiling": options.payments,
+            }[system]
+            settled = await _settle_before(repetition, options)
+            _progress(f"[{repetition}/{options.repeat}] throughput  {system:<11} {payments:,} payments ...")
+            run = await _throughput_run(options, base, system, payments)
+            run.preceded_by, run.settle_s = previous, settled
+            _progress(f"    {run.rate_per_s:,.1f} payments/s sustained, drained in {run.drain_s:.1f} s")
+            result.throughput.append(run)
+            previous = f"throughput {system}"
     return result
+
+
+async def _settle_before(repetition: int, options: BenchOptions) -> float:
+    settled = await settle()
+    if not settled.quiet:
+        _progress(
+            f"[{repetition}/{options.repeat}] the machine stayed busy ({settled.idle_share:.0%} idle)"
+            f" for {settled.waited_s:.0f} s; measuring anyway"
+        )
+    return round(settled.waited_s, 1)
 
 
 @contextlib.asynccontextmanager
@@ -153,6 +191,8 @@ async def _environment(options: BenchOptions, base: Settings, system: str) -> An
 
 
 async def _throughput_run(options: BenchOptions, base: Settings, system: str, payments: int) -> ThroughputRun:
+    if system == "dbceiling":
+        return await _ceiling_run(options, base, payments)
     async with _environment(options, base, system) as (settings, fleet):
         generator = PaymentGenerator(build_world(), options.seed, f"{settings.namespace}t")
         async with PaymentPublisher(settings, client_id="paystream-bench") as publisher:
@@ -172,6 +212,15 @@ async def _throughput_run(options: BenchOptions, base: Settings, system: str, pa
             await watching
         drain_s = max(observer.completed_at_s) - started_s
         return ThroughputRun(system, payments, sustained_rate_per_s(observer.completed_at_s), drain_s)
+
+
+async def _ceiling_run(options: BenchOptions, base: Settings, payments: int) -> ThroughputRun:
+    """The stages' database work without Kafka, one connection per stage (`paystream.bench.dbceiling`)."""
+    async with _environment(options, base, "dbceiling") as (settings, _fleet):
+        ceiling = await run_ceiling(settings, payments, "pipelined", options.seed)
+    if ceiling.terminal != payments:
+        raise BenchFailedError(f"dbceiling: {ceiling.terminal:,} of {payments:,} payments reached a terminal status")
+    return ThroughputRun("dbceiling", payments, ceiling.rate_per_s, ceiling.elapsed_s)
 
 
 async def _latency_run(options: BenchOptions, base: Settings, system: str) -> LatencyRun:

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from paystream.bench.report import machine_description, markdown, summarise, write_into_doc
+from paystream.bench.report import machine_description, markdown, p99_agreement, summarise, write_into_doc
 from paystream.bench.run import BenchOptions, run_bench
 from paystream.cli.args import bounded_float, bounded_int
 from paystream.cli.reach import require_kafka
@@ -21,7 +21,9 @@ PERFORMANCE_DOC = Path("docs/performance.md")
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("bench", help="throughput vs a naive baseline and a pass-through ceiling; latency")
+    parser = sub.add_parser(
+        "bench", help="throughput vs a naive baseline, the database ceiling and a pass-through ceiling; latency"
+    )
     defaults = BenchOptions()
     parser.add_argument(
         "--payments", type=bounded_int(1_000, 1_000_000), default=defaults.payments, help="backlog per throughput run"
@@ -49,6 +51,15 @@ def register(sub: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _previous(path: Path) -> dict[str, Any] | None:
+    """The last run's figures, to compare p99 across consecutive runs; None when absent or unreadable."""
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     await require_kafka(settings)
     options = BenchOptions(
@@ -69,6 +80,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     body = markdown(summary, machine)
     print()
     print(body)
+    agreement = p99_agreement(_previous(args.json), summary)
+    if agreement:
+        print(f"\n{agreement}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     runs = {"throughput": [asdict(r) for r in result.throughput], "latency": [asdict(r) for r in result.latency]}
     args.json.write_text(json.dumps({"machine": machine, "summary": summary, "runs": runs}, indent=2))

@@ -25,8 +25,9 @@ def test_bench_runs_every_system_and_reports_consistent_figures(
 
     data = json.loads(report.read_text())
     throughput = {run["system"]: run for run in data["runs"]["throughput"]}
-    assert set(throughput) == {"paystream", "naive", "passthrough"}
+    assert set(throughput) == {"paystream", "naive", "passthrough", "dbceiling"}
     assert throughput["paystream"]["payments"] == 1000
+    assert throughput["dbceiling"]["payments"] == 1000
     assert throughput["naive"]["payments"] == 100
     assert throughput["passthrough"]["payments"] == 2000
     assert all(run["rate_per_s"] > 0 and run["drain_s"] > 0 for run in throughput.values())
@@ -38,6 +39,13 @@ def test_bench_runs_every_system_and_reports_consistent_figures(
     assert summary["ratio_vs_ceiling"] == pytest.approx(
         throughput["paystream"]["rate_per_s"] / throughput["passthrough"]["rate_per_s"]
     )
+    assert summary["ratio_vs_db_ceiling"] == pytest.approx(
+        throughput["paystream"]["rate_per_s"] / throughput["dbceiling"]["rate_per_s"]
+    )
+    # Latency runs come first in a repetition, then the throughput runs; each names the run before it.
+    order = [run["preceded_by"] for run in data["runs"]["latency"] + data["runs"]["throughput"]]
+    assert order[0] == "start"
+    assert all(before.startswith(("latency ", "throughput ")) for before in order[1:])
     latency = {run["system"]: run for run in data["runs"]["latency"]}
     assert set(latency) == {"paystream", "passthrough"}
     for run in latency.values():
