@@ -98,3 +98,26 @@ def test_a_doc_without_the_region_is_an_error(tmp_path: Path) -> None:
     doc.write_text("# Performance\n")
     with pytest.raises(PaystreamError, match="no <!-- bench:begin -->"):
         write_into_doc(doc, "table")
+
+
+def test_cpu_times_count_iowait_as_idle_and_sum_every_field() -> None:
+    from paystream.bench.settle import cpu_times, idle_share
+
+    before = cpu_times("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\n")
+    after = cpu_times("cpu  150 0 100 850 50 0 0 0 0 0\n")
+    assert before == (850, 1000)
+    assert after == (900, 1150)
+    assert idle_share(before, after) == pytest.approx(50 / 150)
+    assert idle_share(after, after) == 1.0
+
+
+def test_rotated_starts_each_repetition_at_the_next_system() -> None:
+    from paystream.bench.run import rotated
+
+    systems = ("a", "b", "c")
+    assert [rotated(systems, r) for r in (1, 2, 3, 4)] == [
+        ["a", "b", "c"],
+        ["b", "c", "a"],
+        ["c", "a", "b"],
+        ["a", "b", "c"],
+    ]
