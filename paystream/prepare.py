@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from paystream.db.migrate import migrate
 from paystream.db.pool import connect
-from paystream.demo_data import build_world
+from paystream.demo_data import DemoWorld, build_world
 from paystream.errors import ServiceUnavailableError
 from paystream.seed import seed_configuration, seed_world
 from paystream.seed_accounts import demo_account_requests, publish_account_requests
@@ -85,13 +85,16 @@ async def delete_topics(settings: Settings) -> int:
         await admin.close()
 
 
-async def prepare_environment(settings: Settings, seed: bool = True, publish_accounts: bool = False) -> None:
+async def prepare_environment(
+    settings: Settings, seed: bool = True, publish_accounts: bool = False, world: DemoWorld | None = None
+) -> None:
     """Database, migrations, topics and (by default) the demo world; idempotent.
 
     The world's customer accounts are opened and funded by account requests:
     applied in-process through the stages' code (the default: tests and
     benchmarks need them in place at once), or, with `publish_accounts`,
     published to the request topic for the running stages to apply (the demo).
+    `world` replaces the demo world (a load test sizes its own).
     """
     await create_database(settings)
     connection = await connect(settings)
@@ -102,13 +105,13 @@ async def prepare_environment(settings: Settings, seed: bool = True, publish_acc
     await apply_topology(settings)
     if not seed:
         return
+    world = world or build_world()
     connection = await connect(settings)
     try:
         if publish_accounts:
-            world = build_world()
             await seed_configuration(connection, world)
         else:
-            await seed_world(connection)
+            await seed_world(connection, world)
     finally:
         await connection.close()
     if publish_accounts:

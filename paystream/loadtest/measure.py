@@ -62,9 +62,17 @@ class Timeline:
     published: dict[int, int] = field(default_factory=dict)
     completed: dict[int, int] = field(default_factory=dict)
     lag: dict[str, dict[int, int]] = field(default_factory=dict)
+    # First outcomes per status and second: the mix the run really offered.
+    statuses: dict[str, dict[int, int]] = field(default_factory=dict)
 
     def count(self, series: dict[int, int], second: int, n: int = 1) -> None:
         series[second] = series.get(second, 0) + n
+
+    def count_status(self, status: str, second: int) -> None:
+        self.count(self.statuses.setdefault(status, {}), second)
+
+    def status_totals(self) -> dict[str, int]:
+        return {status: sum(series.values()) for status, series in sorted(self.statuses.items())}
 
     def as_rows(self, latency: LatencyRecorder) -> list[dict[str, Any]]:
         seconds = sorted(set(self.published) | set(self.completed) | set(latency.per_second))
@@ -80,5 +88,8 @@ class Timeline:
             for stage, series in self.lag.items():
                 if second in series:
                     row[f"lag_{stage}"] = series[second]
+            for status, series in self.statuses.items():
+                if second in series:
+                    row[f"outcome_{status}"] = series[second]
             rows.append(row)
         return rows

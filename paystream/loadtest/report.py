@@ -54,6 +54,18 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
+def _warmup_lines(warmup: dict[str, Any] | None) -> list[str]:
+    if not warmup or not warmup.get("published"):
+        return []
+    latency = warmup["latency_ms"]
+    return [
+        f"Warm-up before the measurement (not in the figures above): {warmup['duration_s']:g} s,"
+        f" {warmup['published']} payments, p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms,"
+        f" max {latency['max']:.1f} ms.",
+        "",
+    ]
+
+
 def markdown_summary(data: dict[str, Any], chart_name: str) -> str:
     latency = data["latency_ms"]
     max_lag = {
@@ -67,11 +79,14 @@ def markdown_summary(data: dict[str, Any], chart_name: str) -> str:
         f" (achieved {data['publish_rate_achieved_per_s']:g}/s)",
         f"- published {data['published']}, first outcome seen for {data['completed']}",
         f"- throughput over the run: {data['throughput_per_s']:g} payments/s ({data['total_s']:g} s)",
+        f"- workers: {data.get('workers', 'inprocess')}; payers in the synthetic world: {data.get('payers', 0):,}",
+        "- first outcomes: " + ", ".join(f"{status} {count}" for status, count in data.get("outcomes", {}).items()),
         "",
         "| latency (creation → first outcome seen downstream) | ms |",
         "| --- | ---: |",
         *[f"| {key} | {value:.1f} |" for key, value in latency.items()],
         "",
+        *_warmup_lines(data.get("warmup")),
         "| stage | max consumer lag (records) |",
         "| --- | ---: |",
         *[f"| {stage} | {lag} |" for stage, lag in sorted(max_lag.items())],

@@ -4,6 +4,12 @@ Latency is from a payment's `created_at` (stamped when it is published) to
 the moment its first outcome (rejected, declined or cleared) is read from
 payments.outcomes by an observer, the way a downstream system sees it.
 Settlement happens later, at the cycle's cut-off, and is not on this path.
+The stages run as four worker processes by default (`paystream.loadtest.pipeline`).
+A warm-up at the offered rate goes first and is reported apart: group joins,
+connections, the first produce to new topics and cold caches are not the
+steady state. The synthetic world is sized for the offered load
+(`paystream.loadtest.world`), and each second's outcome mix is reported, so a
+long run stays a realistic mix and shows it does.
 Consumer lag per stage is sampled every second. With a recording
 (`LoadOptions.recording`, see `paystream.loadtest.recorded`) its payments are
 offered instead of generated ones.
@@ -24,22 +30,22 @@ import msgspec
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from paystream.demo_data import build_world
+from paystream.demo_data import DemoWorld
 from paystream.generator import PaymentGenerator
 from paystream.loadtest.measure import LatencyRecorder, Timeline, summary_ms
 from paystream.loadtest.observe import first_outcomes, latency_us
+from paystream.loadtest.pipeline import LoadPipeline, WorkerMode
 from paystream.loadtest.recorded import PublishedCounter, RecordedLoad
+from paystream.loadtest.world import world_for_load
 from paystream.prepare import drop_database, isolated_settings, prepare_environment
 from paystream.publisher import PaymentPublisher
 from paystream.replay.player import Pace, play
 from paystream.replay.recording import Recording
 from paystream.replay.rewrite import IdRewriter
-from paystream.runner import run_stages
 from paystream.settings import Settings
 from paystream.topic_scan import topic_partitions
 from topology.graph import MONEY_STAGES
 from topology.topics import PAYMENTS_REQUESTED
-from workers import STAGE_NAMES
 
 LAG_SAMPLE_INTERVAL_S = 1.0
 
@@ -53,6 +59,9 @@ class LoadOptions:
     out_dir: Path = Path("reports")
     keep_database: bool = False
     recording: RecordedLoad | None = None
+    # Seconds of load at the offered rate before the measurement, reported apart.
+    warmup_s: float = 5.0
+    workers: WorkerMode = "processes"
 
 
 @dataclass
@@ -65,6 +74,9 @@ class LoadResult:
     total_s: float = 0.0
     latency: LatencyRecorder = field(default_factory=LatencyRecorder)
     timeline: Timeline = field(default_factory=Timeline)
+    warmup: LatencyRecorder = field(default_factory=LatencyRecorder)
+    warmup_published: int = 0
+    payers: int = 0
     # From a recording: distinct payments sent (one outcome each) and values left to the dead letters.
     payments_distinct: int | None = None
     untouched: int = 0
@@ -87,6 +99,15 @@ class LoadResult:
             "throughput_per_s": round(self.completed / self.total_s, 1) if self.total_s else 0.0,
             "total_s": round(self.total_s, 2),
             "latency_ms": summary_ms(self.latency.overall),
+            "workers": self.options.workers,
+            "payers": self.payers,
+            "warmup": {
+                "duration_s": self.options.warmup_s,
+                "published": self.warmup_published,
+                "completed": self.warmup.count,
+                "latency_ms": summary_ms(self.warmup.overall),
+            },
+            "outcomes": self.timeline.status_totals(),
             "timeline": self.timeline.as_rows(self.latency),
             **({} if recording is None else _recording_fields(recording, self.untouched)),
         }
@@ -106,39 +127,93 @@ async def run_loadtest(options: LoadOptions, base: Settings) -> LoadResult:
     settings = isolated_settings(base, run_id).with_overrides(
         settlement_cycle_s=10, settlement_grace_s=2, settlement_close_interval_ms=500
     )
-    await prepare_environment(settings)
-    result = LoadResult(run_id, options)
+    world = world_for_load(options.rate, options.duration_s + options.warmup_s)
+    await prepare_environment(settings, world=world)
+    result = LoadResult(run_id, options, payers=len(world.payers))
+    pipeline = LoadPipeline(settings, options.workers, options.out_dir / run_id / "workers")
     stop = asyncio.Event()
-    pipeline = asyncio.create_task(run_stages(settings, STAGE_NAMES, stop=stop))
-    started = time.monotonic()
-    observer = asyncio.create_task(_observe(settings, result, started, stop))
-    lag = asyncio.create_task(_sample_lag(settings, result.timeline, started, stop))
+    observing: list[asyncio.Task[None]] = []
     try:
+        await pipeline.start()
+        generator = PaymentGenerator(world, options.seed, run_id)
+        if options.warmup_s > 0:
+            await _warm_up(settings, options, world, run_id, result, pipeline, stop, observing)
+        started = time.monotonic()
+        observing += [
+            asyncio.create_task(_observe(settings, result, started, stop, f"{run_id}w")),
+            asyncio.create_task(_sample_lag(settings, result.timeline, started, stop)),
+        ]
         if options.recording is None:
-            await _publish_at_rate(settings, options, run_id, result, started)
+            await _publish_at_rate(settings, options, generator, run_id, result, started)
         else:
             await _publish_recording(settings, options.recording, run_id, result, started)
         deadline = time.monotonic() + options.drain_timeout_s
         while result.completed < result.outcomes_expected and time.monotonic() < deadline:
-            if pipeline.done():
-                pipeline.result()  # surfaces a stage's error
+            pipeline.check()
             await asyncio.sleep(0.2)
         result.total_s = time.monotonic() - started
     finally:
         stop.set()
-        await asyncio.gather(pipeline, observer, lag, return_exceptions=True)
+        await asyncio.gather(*observing, return_exceptions=True)
+        await pipeline.stop()
         if not options.keep_database:
             await drop_database(settings)
     return result
 
 
-async def _publish_at_rate(
-    settings: Settings, options: LoadOptions, run_id: str, result: LoadResult, started: float
+async def _warm_up(
+    settings: Settings,
+    options: LoadOptions,
+    world: DemoWorld,
+    run_id: str,
+    result: LoadResult,
+    pipeline: LoadPipeline,
+    stop: asyncio.Event,
+    observing: list[asyncio.Task[None]],
 ) -> None:
-    generator = PaymentGenerator(build_world(), options.seed, run_id)
+    """Load at the offered rate for warmup_s with ids of their own, until each has its outcome."""
+    warm_stop = asyncio.Event()
+    warm = LoadResult(run_id, options)
+    started = time.monotonic()
+    watcher = asyncio.create_task(_observe(settings, warm, started, warm_stop, None))
+    try:
+        generator = PaymentGenerator(world, options.seed + 1, f"{run_id}w")
+        total = max(1, int(options.rate * options.warmup_s))
+        await _publish_generated(settings, generator, total, options.rate, warm, started, f"{run_id}-warmup")
+        deadline = time.monotonic() + options.drain_timeout_s
+        while warm.completed < total and time.monotonic() < deadline:
+            pipeline.check()
+            await asyncio.sleep(0.2)
+    finally:
+        warm_stop.set()
+        await asyncio.gather(watcher, return_exceptions=True)
+    result.warmup, result.warmup_published = warm.latency, warm.published
+
+
+async def _publish_at_rate(
+    settings: Settings,
+    options: LoadOptions,
+    generator: PaymentGenerator,
+    run_id: str,
+    result: LoadResult,
+    started: float,
+) -> None:
     total = int(options.rate * options.duration_s)
-    interval = 1.0 / options.rate
-    async with PaymentPublisher(settings, client_id=f"{run_id}-load") as publisher:
+    await _publish_generated(settings, generator, total, options.rate, result, started, f"{run_id}-load")
+    result.publish_s = time.monotonic() - started
+
+
+async def _publish_generated(
+    settings: Settings,
+    generator: PaymentGenerator,
+    total: int,
+    rate: float,
+    result: LoadResult,
+    started: float,
+    client_id: str,
+) -> None:
+    interval = 1.0 / rate
+    async with PaymentPublisher(settings, client_id=client_id) as publisher:
         for index, generated in enumerate(generator.generate(total, datetime.now(UTC), timedelta(0))):
             ahead = started + index * interval - time.monotonic()
             if ahead > 0:
@@ -149,7 +224,6 @@ async def _publish_at_rate(
             await publisher.publish(payment)
             result.published += 1
             result.timeline.count(result.timeline.published, int(time.monotonic() - started))
-    result.publish_s = time.monotonic() - started
 
 
 async def _publish_recording(
@@ -168,14 +242,22 @@ async def _publish_recording(
     result.untouched = report.untouched
 
 
-async def _observe(settings: Settings, result: LoadResult, started: float, stop: asyncio.Event) -> None:
-    """Read outcomes like a downstream system; the first outcome of each payment completes it."""
+async def _observe(
+    settings: Settings, result: LoadResult, started: float, stop: asyncio.Event, skip_prefix: str | None
+) -> None:
+    """Read outcomes like a downstream system; the first outcome of each payment completes it.
+
+    Payments whose id starts with `skip_prefix` (the warm-up's) are not this measurement's.
+    """
     async for received_at, outcomes in first_outcomes(settings, stop):
         second = int(time.monotonic() - started)
         for outcome in outcomes:
+            if skip_prefix is not None and outcome.payment_id.startswith(skip_prefix):
+                continue
             result.latency.record(second, latency_us(outcome, received_at))
             result.completed += 1
             result.timeline.count(result.timeline.completed, second)
+            result.timeline.count_status(outcome.status, second)
 
 
 async def _sample_lag(settings: Settings, timeline: Timeline, started: float, stop: asyncio.Event) -> None:

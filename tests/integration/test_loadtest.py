@@ -15,10 +15,18 @@ pytestmark = pytest.mark.integration
 
 
 async def test_short_load_test_measures_every_payment(tmp_path: Path) -> None:
-    result = await run_loadtest(LoadOptions(rate=100, duration_s=5, seed=3), load_settings())
+    options = LoadOptions(rate=100, duration_s=5, seed=3, warmup_s=1, out_dir=tmp_path)
+    result = await run_loadtest(options, load_settings())
     data = result.as_dict()
     assert data["published"] == 500
     assert data["completed"] == 500
+    # The warm-up's 100 payments are measured apart, never in the run's figures.
+    assert data["warmup"]["published"] == 100
+    assert data["warmup"]["completed"] == 100
+    assert data["workers"] == "processes"
+    assert sum(data["outcomes"].values()) == 500
+    assert data["outcomes"]["cleared"] > 250
+    assert sum(v for row in data["timeline"] for k, v in row.items() if k.startswith("outcome_")) == 500
     latency = data["latency_ms"]
     assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"] < 60_000
     assert sum(row["published"] for row in data["timeline"]) == 500
