@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "paystream.cli.topology",
     "paystream.cli.db",
     "paystream.cli.workers",
+    "paystream.cli.status",
     "paystream.cli.accounts",
     "paystream.cli.merchants",
     "paystream.cli.risk",
