@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from paystream.settings import load_settings
 from workers import STAGE_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,3 +213,14 @@ def test_monitoring_ports_are_published_on_loopback_only() -> None:
     for name in MONITORING_SERVICES:
         for mapping in services[name]["ports"]:
             assert mapping.startswith("127.0.0.1:"), (name, mapping)
+
+
+def test_every_paystream_container_starts_with_valid_settings() -> None:
+    # Every command validates all PAYSTREAM_* variables first: a misspelt name or a bad value in compose or
+    # the image would stop the container at start (exit 2), which no other check here would notice.
+    image_env = dockerfile_env()
+    for name, service in compose()["services"].items():
+        if service.get("image") != "paystream:latest":
+            continue
+        env = {**image_env, **{key: str(value) for key, value in service["environment"].items()}}
+        assert load_settings(env), name
