@@ -3,7 +3,8 @@
 Everything goes through the standard library's logging: paystream's own
 structlog events and those of aiokafka and asyncpg get the same renderer, so
 an operator's JSON log stays one JSON object per line whichever library wrote
-it.
+it. A traceback, too, is a field of its event's object (`exception`: a list of
+frames), never lines of raw text; so is an exception nothing caught.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Iterator
+from types import TracebackType
 from typing import Any, TextIO
 
 import structlog
@@ -83,13 +85,36 @@ class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+# Structured tracebacks without the frames' local variables: those may hold a
+# database URL's password or a payment's details, which have no place in logs.
+_JSON_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:
+    """JSON mode's sys.excepthook: an exception nothing caught is one JSON object, like every other line."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, traceback)
+        return
+    structlog.get_logger("paystream").critical("uncaught exception", exc_info=(kind, error, traceback))
+
+
 def configure_logging(settings: Settings) -> None:
     level = logging.getLevelNamesMapping().get(settings.log_level.upper(), logging.INFO)
     renderer: structlog.types.Processor
+    # Console: ConsoleRenderer prints a traceback for people. JSON: the
+    # traceback becomes the event's `exception` field, for ours and for the
+    # libraries' records (ProcessorFormatter hands both their exc_info).
+    formatting: list[structlog.types.Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if settings.log_format == "json":
+        formatting.append(_JSON_TRACEBACKS)
         renderer = structlog.processors.JSONRenderer()
+        sys.excepthook = _log_uncaught
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
+        if sys.excepthook is _log_uncaught:
+            sys.excepthook = sys.__excepthook__
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -106,7 +131,7 @@ def configure_logging(settings: Settings) -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[*formatting, renderer],
         )
     )
     root = logging.getLogger()

@@ -5,6 +5,10 @@ flight) and the error is raised: `paystream run` exits non-zero instead of
 running on with a dead stage whose partitions nobody processes. After a stop,
 the stages get `shutdown_grace_ms` to finish; past that they are cancelled
 (nothing uncommitted is lost: it is replayed) and the run fails.
+
+Beside the stages, in the same event loop: the metrics, health and readiness
+server when `metrics_port` is set (one port for every stage of the process,
+labelled by stage), and the periodic progress lines (`paystream.telemetry`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from paystream.db.pool import create_pool
 from paystream.errors import PaystreamError
 from paystream.settings import Settings
 from paystream.stage.loop import Activity, LoopStats, StageLoop
+from paystream.telemetry.progress import log_progress
+from paystream.telemetry.server import Telemetry
 from workers import build_stage
 
 log = structlog.get_logger("paystream.runner")
@@ -57,8 +63,15 @@ async def _run(
     settings: Settings, stage_names: Sequence[str], idle_exit_ms: int | None, stop: asyncio.Event
 ) -> dict[str, LoopStats]:
     pool = await create_pool(settings, size_max=settings.db_pool_size_max * len(stage_names))
+    telemetry: Telemetry | None = None
+    progress: asyncio.Task[None] | None = None
     try:
         loops = {name: StageLoop(build_stage(name, settings), settings, pool) for name in stage_names}
+        if settings.metrics_port:
+            telemetry = Telemetry(settings, loops, pool)
+            await telemetry.start()
+        if settings.progress_log_interval_s:
+            progress = asyncio.create_task(log_progress(loops, settings.progress_log_interval_s), name="progress")
         activity = Activity()
         tasks = {
             name: asyncio.create_task(stage_loop.run(stop, idle_exit_ms, activity), name=f"stage-{name}")
@@ -66,6 +79,12 @@ async def _run(
         }
         await _wait_for_stages(tasks, stop, settings.shutdown_grace_ms / 1000)
     finally:
+        if progress is not None:
+            progress.cancel()
+            await asyncio.gather(progress, return_exceptions=True)
+        # Before the pool closes: a readiness check or a settlement count uses it.
+        if telemetry is not None:
+            await telemetry.stop()
         await pool.close()
     return {name: task.result() for name, task in tasks.items()}
 

@@ -8,6 +8,7 @@ being silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -106,6 +107,18 @@ class Settings:
     log_level: str = "info"
     log_format: str = "console"
 
+    # Operations (docs/operations.md "Metrics"): one HTTP port per worker process
+    # for /metrics, /healthz and /readyz; 0 = no server. Loopback by default: a
+    # container sets 0.0.0.0 so its scraper can reach it.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    # /healthz fails when a stage loop neither iterated nor attempted a retry
+    # for this long. Above the longest deliberate wait of a healthy loop (one
+    # poll, one retry backoff), far below what an operator would tolerate.
+    health_stall_s_max: int = 120
+    # A per-stage progress line (records/s, lag, last batch age); 0 = none.
+    progress_log_interval_s: int = 30
+
     def topic(self, name: str) -> str:
         """The namespaced topic name for a declared topic."""
         return f"{self.namespace}{name}"
@@ -146,6 +159,8 @@ class Settings:
         _check_choice(self, "crash_stage", _stage_names(), optional=True)
         _check_choice(self, "log_level", LOG_LEVELS, fold_case=True)
         _check_choice(self, "log_format", LOG_FORMATS)
+        _check_metrics_host(self.metrics_host)
+        _check_stall_bound(self)
         return self
 
 
@@ -181,6 +196,11 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "settlement_grace_s": (0, 86_400),
     "settlement_close_interval_ms": (10, 600_000),
     "crash_after_batches": (1, 1_000_000),
+    # 0 = no metrics server; otherwise a TCP port.
+    "metrics_port": (0, 65_535),
+    # Floor: above a default retry backoff (5 s); cross-checked in validate().
+    "health_stall_s_max": (10, 3_600),
+    "progress_log_interval_s": (0, 86_400),
 }
 # Kafka allows topic names of up to 249 characters; the declared names take at
 # most 21 (tests/unit/test_settings.py checks the sum stays below).
@@ -193,6 +213,10 @@ _BOOTSTRAP = re.compile(rf"{_HOST_PORT}(?:,{_HOST_PORT})*")
 _DATABASE_URL = re.compile(r"(?:postgresql|postgres)://[^\s/?#]*(?:/[^\s?#]*)?(?:\?\S*)?")
 _NAMESPACE = re.compile(rf"[A-Za-z0-9._-]{{0,{NAMESPACE_CHARS_MAX}}}")
 _KAFKA_VERSION = re.compile(r"4\.[0-9]+\.[0-9]+")
+HOST_CHARS_MAX = 253
+_HOST_NAME = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 _PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 
 
@@ -218,6 +242,30 @@ def _check_choice(
         return
     if (value.lower() if fold_case else value) not in choices:
         raise SettingsError(f"PAYSTREAM_{name.upper()}={value!r} is not one of {', '.join(choices)}")
+
+
+def _check_metrics_host(host: str) -> None:
+    """An IP address (v4 or v6, bare) or a DNS host name: what aiohttp can bind to."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if len(host) > HOST_CHARS_MAX or not _HOST_NAME.fullmatch(host):
+            raise SettingsError(
+                f"PAYSTREAM_METRICS_HOST={host!r} must be an IP address or a host name (such as 127.0.0.1 or 0.0.0.0)"
+            ) from None
+
+
+def _check_stall_bound(settings: Settings) -> None:
+    """A healthy loop waits at most one poll or one retry backoff between two signs of progress."""
+    for name, wait_ms in (
+        ("batch_wait_ms", settings.batch_wait_ms),
+        ("retry_backoff_ms_max", settings.retry_backoff_ms_max),
+    ):
+        if settings.health_stall_s_max * 1000 <= wait_ms:
+            raise SettingsError(
+                f"PAYSTREAM_HEALTH_STALL_S_MAX={settings.health_stall_s_max} must be above"
+                f" PAYSTREAM_{name.upper()}={wait_ms} ms: a stage waiting that long would be reported stalled"
+            )
 
 
 def _stage_names() -> tuple[str, ...]:

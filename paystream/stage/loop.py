@@ -15,7 +15,10 @@ again with the same event ids, and the next stage ignores the repeats.
 A record that makes Step 2 fail for a reason of its own (not an outage) is
 isolated and dead-lettered inside the same transaction
 (`paystream.stage.isolation`); partition ownership lives in
-`paystream.stage.membership` and failure classes in `paystream.stage.retry`.
+`paystream.stage.membership`, failure classes in `paystream.stage.retry`,
+Step 3's producer calls in `paystream.stage.delivery`, the stage's timer in
+`paystream.stage.tick`, and what a batch took (for the metrics) in
+`paystream.stage.observe`.
 """
 
 from __future__ import annotations
@@ -32,15 +35,17 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from paystream.kafka import make_consumer, make_producer, send_in_batches
+from paystream.kafka import make_consumer, make_producer
 from paystream.settings import Settings
-from paystream.stage.contract import Accepted, E, Output, Refused, Stage, StageResult
+from paystream.stage.contract import Accepted, E, Refused, Stage, StageResult
 from paystream.stage.crash import CrashSwitch
 from paystream.stage.dead_letters import dead_letter_outputs, store_dead_letters
+from paystream.stage.delivery import produce, rewind
 from paystream.stage.fencing import FencedError, advance
 from paystream.stage.intake import decode_records, owned_records
 from paystream.stage.isolation import abandon_poisoned, apply_isolating, poison_refusals
 from paystream.stage.membership import PartitionListener, reclaim_fenced, resume_position
+from paystream.stage.observe import BatchObservations
 from paystream.stage.retry import (
     RETRIABLE_SQLSTATES,
     Retrier,
@@ -49,7 +54,8 @@ from paystream.stage.retry import (
     is_retriable,
 )
 from paystream.stage.stats import Activity, LoopStats, stats_fields
-from schemas.codec import Decoder, encode
+from paystream.stage.tick import maybe_tick
+from schemas.codec import Decoder
 
 __all__ = [
     "RETRIABLE_SQLSTATES",
@@ -77,6 +83,7 @@ class StageLoop(Generic[E]):
         # A stage whose topic carries several contracts names them all (`input_types`).
         input_types = getattr(stage, "input_types", None) or stage.input_type
         self.decoder = Decoder(input_types, settings.record_bytes_max, admit=getattr(stage, "admit", None))
+        self.observed = BatchObservations(input_types if isinstance(input_types, tuple) else (input_types,))
         self.crash = CrashSwitch(settings, stage.name)
         self.batch_lock = asyncio.Lock()
         self.epochs: dict[int, int] = {}
@@ -90,12 +97,14 @@ class StageLoop(Generic[E]):
         self.stats = LoopStats()
         self.consumer = make_consumer(settings, self.group_id, self.client_id)
         self.producer = make_producer(settings, self.client_id)
-        self._last_tick = 0.0
+        self.last_tick = 0.0
         self.activity = Activity()
         self.retry = Retrier(settings, stage.name, asyncio.Event(), self._count_retry)
 
     def _count_retry(self) -> None:
+        # A retry attempt is progress for /healthz: the loop is alive, waiting out an outage.
         self.stats.retries += 1
+        self.stats.progress_at = time.monotonic()
 
     # -- the loop -------------------------------------------------------------
 
@@ -124,6 +133,7 @@ class StageLoop(Generic[E]):
         self.activity.touch()
         try:
             while not stop.is_set():
+                self.stats.progress_at = time.monotonic()
                 self._raise_if_fatal()
                 if self.fenced:
                     await reclaim_fenced(self)
@@ -134,7 +144,7 @@ class StageLoop(Generic[E]):
                 if any(batch.values()):
                     await self.process_batch(batch)
                     self.activity.touch()
-                if await self._maybe_tick():
+                if await maybe_tick(self):
                     self.activity.touch()
                 if idle_exit_ms is not None and self._idle_long_enough(idle_exit_ms):
                     break
@@ -187,6 +197,7 @@ class StageLoop(Generic[E]):
             if not owned:
                 return
             self.crash.batch_started()
+            started = time.monotonic()
             now = datetime.now(UTC)
 
             # Step 1: decode and validate.
@@ -206,14 +217,15 @@ class StageLoop(Generic[E]):
                     stage=self.stage.name,
                     partitions=fenced.partitions,
                 )
-                self._rewind(owned)
+                rewind(self.consumer, owned)
                 self.fenced.update(fenced.partitions)
                 return
             self.crash.at("after_db_commit")
 
             # Step 3: produce and await every acknowledgement.
             outputs = result.outputs + dead_letter_outputs(self.stage.name, result.refused, now)
-            await self.retry("produce", lambda: self._produce(outputs))
+            await self.retry("produce", lambda: produce(self.producer, self.settings, outputs))
+            acked_at_s = time.time()
             self.crash.at("after_produce")
 
             # Step 4: commit the consumed offsets.
@@ -222,10 +234,13 @@ class StageLoop(Generic[E]):
                 self.positions[tp.partition] = rs[-1].offset + 1
             self.crash.at("after_offset_commit")
 
+            records = sum(len(rs) for rs in owned.values())
             self.stats.batches += 1
-            self.stats.records += sum(len(rs) for rs in owned.values())
+            self.stats.records += records
             self.stats.dead_letters += len(result.refused)
             self.stats.outputs += len(outputs)
+            self.stats.last_batch_at = time.monotonic()
+            self.observed.batch(self.stats.last_batch_at - started, records, accepted, acked_at_s)
 
     async def _apply(
         self,
@@ -264,14 +279,6 @@ class StageLoop(Generic[E]):
             errors=sorted({type(error).__name__ for _, error in poisoned}),
         )
 
-    async def _produce(self, outputs: Sequence[Output]) -> None:
-        futures = await send_in_batches(
-            self.producer,
-            ((self.settings.topic(output.topic), output.key.encode(), encode(output.event)) for output in outputs),
-        )
-        if futures:
-            await asyncio.wait_for(asyncio.gather(*futures), timeout=self.settings.produce_timeout_ms / 1000)
-
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
             await self.consumer.commit(offsets)
@@ -286,31 +293,3 @@ class StageLoop(Generic[E]):
                 stage=self.stage.name,
                 error=str(error),
             )
-
-    def _rewind(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        """Seek back to the batch start so a fenced batch is never skipped."""
-        for tp, records in batch.items():
-            # No longer assigned: its new owner resumes from the commit.
-            try:
-                self.consumer.seek(tp, records[0].offset)
-            except IllegalStateError:
-                continue
-
-    async def _maybe_tick(self) -> bool:
-        # A stage names its own timer's interval (funds: hold expiry); settlement's is the default.
-        interval_s = getattr(self.stage, "tick_interval_ms", self.settings.settlement_close_interval_ms) / 1000
-        if time.monotonic() - self._last_tick < interval_s:
-            return False
-        self._last_tick = time.monotonic()
-        async with self.batch_lock:
-            tick = await self.retry("tick", lambda: self.stage.tick(self.pool, datetime.now(UTC)))
-            if tick is None:
-                return False
-            self.crash.tick_started()
-            self.crash.at("after_tick_commit")
-            await self.retry("produce tick", lambda: self._produce(tick.outputs))
-            self.crash.at("after_tick_produce")
-            await self.retry("confirm tick", tick.on_delivered)
-            self.stats.ticks += 1
-            self.stats.outputs += len(tick.outputs)
-            return True

@@ -32,10 +32,22 @@ class LoopStats:
     rebalances: int = 0
     ticks: int = 0
     started_at: float = field(default_factory=time.monotonic)
+    # Monotonic times for health and metrics (not counters): the last loop
+    # iteration or retry attempt, and the last batch committed (None: none yet).
+    progress_at: float = field(default_factory=time.monotonic)
+    last_batch_at: float | None = None
+
+    def last_batch_age_s(self, now: float) -> float:
+        """Seconds since the last committed batch; before the first, since the loop was made."""
+        return now - (self.started_at if self.last_batch_at is None else self.last_batch_at)
+
+
+_TIMES = ("started_at", "progress_at", "last_batch_at")
 
 
 def stats_fields(stats: LoopStats) -> dict[str, Any]:
     """The counters for the "stage stopped" log line."""
     fields = asdict(stats)
-    fields.pop("started_at")
+    for name in _TIMES:
+        fields.pop(name)
     return fields

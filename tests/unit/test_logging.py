@@ -5,12 +5,19 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 
 import pytest
 import structlog
 
 from paystream.logging import configure_logging, quiet_client_logs
 from paystream.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_excepthook(monkeypatch: pytest.MonkeyPatch) -> None:
+    """configure_logging replaces sys.excepthook in JSON mode: each test gets the session's back."""
+    monkeypatch.setattr("sys.excepthook", sys.excepthook)
 
 
 def _lines(stream: io.StringIO) -> list[dict[str, object]]:
@@ -97,3 +104,46 @@ def test_overlapping_quiet_periods_never_leave_the_client_muted(monkeypatch: pyt
         "shown: nothing holds it back",
         "ours are never held back",
     ]
+
+
+def test_a_traceback_in_json_mode_is_one_json_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ours, a library's and an uncaught one: each is one line that parses, its traceback a field of it."""
+    captured = io.StringIO()
+    monkeypatch.setattr("sys.stderr", captured)
+    configure_logging(Settings(log_format="json"))
+
+    def fail() -> None:
+        secret = "postgresql://app:s3cret@db/pay"  # a frame's local: never in a log
+        raise ValueError(f"bad value\nsecond line of the message ({len(secret)})")
+
+    try:
+        fail()
+    except ValueError:
+        structlog.get_logger("paystream.stage").exception("stage failed", stage="risk")
+        logging.getLogger("aiokafka.consumer.group_coordinator").exception("Unexpected error in coordinator routine")
+        error_info = sys.exc_info()
+    sys.excepthook(*error_info)  # type: ignore[arg-type]
+
+    lines = captured.getvalue().splitlines()
+    parsed = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert [(p["event"], p["level"]) for p in parsed] == [
+        ("stage failed", "error"),
+        ("Unexpected error in coordinator routine", "error"),
+        ("uncaught exception", "critical"),
+    ]
+    for entry in parsed:
+        (exception,) = entry["exception"]
+        assert (exception["exc_type"], exception["exc_value"]) == (
+            "ValueError",
+            "bad value\nsecond line of the message (30)",
+        )
+        assert [frame["name"] for frame in exception["frames"]][-1] == "fail"
+        assert "s3cret" not in json.dumps(entry)
+    assert parsed[1]["logger"] == "aiokafka.consumer.group_coordinator"
+
+
+def test_console_mode_gives_the_default_excepthook_back() -> None:
+    configure_logging(Settings(log_format="json"))
+    assert sys.excepthook is not sys.__excepthook__
+    configure_logging(Settings(log_format="console"))
+    assert sys.excepthook is sys.__excepthook__

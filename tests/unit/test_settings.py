@@ -45,6 +45,7 @@ MALFORMED: dict[str, list[str]] = {
     "crash_stage": ["riskk", "all"],
     "log_level": ["loud", "verbose", ""],
     "log_format": ["xml", "JSON", ""],
+    "metrics_host": ["", "a b", "host:9100", "http://host", "-bad", "a..b", "x" * 254, "[::1]"],
 }
 
 
@@ -120,13 +121,14 @@ def test_every_whole_number_field_refuses_values_out_of_its_bounds(field: str) -
         assert _refused(field, raw) == f"{_env_name(field)}={int(raw)} is outside {low}..{high}"
     for raw in ("", "ten", "1.5", "1e3"):
         assert _refused(field, raw) == f"{_env_name(field)}={raw!r} is not a whole number"
-    # The bounds themselves are allowed (one cross-field rule aside: backoff initial <= max).
+    # The bounds themselves are allowed (cross-field rules aside: backoff initial <= max < the stall bound).
     for value in (low, high):
         changes = {field: value}
         if field == "retry_backoff_ms_initial":
             changes["retry_backoff_ms_max"] = max(value, INT_BOUNDS["retry_backoff_ms_max"][0])
         if field == "retry_backoff_ms_max":
             changes["retry_backoff_ms_initial"] = min(value, INT_BOUNDS["retry_backoff_ms_initial"][1])
+            changes["health_stall_s_max"] = INT_BOUNDS["health_stall_s_max"][1]
         Settings(**changes).validate()
 
 
@@ -161,10 +163,35 @@ def test_backoff_must_not_start_above_its_cap() -> None:
         ("kafka_version", "4.0.0", "4.0.0"),
         ("crash_stage", "settlement", "settlement"),
         ("cache_dir", "~/c", Path("~/c").expanduser()),
+        ("metrics_host", "0.0.0.0", "0.0.0.0"),
+        ("metrics_host", "::", "::"),
+        ("metrics_host", "metrics-1.example.com", "metrics-1.example.com"),
+        ("metrics_port", "9100", 9100),
     ],
 )
 def test_well_formed_values_are_accepted(field: str, raw: str, expected: Any) -> None:
     assert getattr(load_settings({_env_name(field): raw}), field) == expected
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        (
+            {"PAYSTREAM_RETRY_BACKOFF_MS_MAX": "200000"},
+            "PAYSTREAM_HEALTH_STALL_S_MAX=120 must be above PAYSTREAM_RETRY_BACKOFF_MS_MAX=200000 ms:"
+            " a stage waiting that long would be reported stalled",
+        ),
+        (
+            {"PAYSTREAM_HEALTH_STALL_S_MAX": "30", "PAYSTREAM_BATCH_WAIT_MS": "30000"},
+            "PAYSTREAM_HEALTH_STALL_S_MAX=30 must be above PAYSTREAM_BATCH_WAIT_MS=30000 ms:"
+            " a stage waiting that long would be reported stalled",
+        ),
+    ],
+)
+def test_the_stall_bound_is_above_every_deliberate_wait(environment: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(environment)
+    assert str(raised.value) == message
 
 
 def test_a_database_password_is_not_repeated_in_the_message() -> None:
