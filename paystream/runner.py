@@ -66,10 +66,12 @@ async def _run(
     telemetry: Telemetry | None = None
     progress: asyncio.Task[None] | None = None
     try:
-        loops = {name: StageLoop(build_stage(name, settings), settings, pool) for name in stage_names}
+        loops: dict[str, StageLoop[Any]] = {}
         if settings.metrics_port:
-            telemetry = Telemetry(settings, loops, pool)
+            # The port first: a port taken stops the run before any Kafka client exists.
+            telemetry = Telemetry(settings, loops, pool, count_settlement="settlement" in stage_names)
             await telemetry.start()
+        loops.update({name: StageLoop(build_stage(name, settings), settings, pool) for name in stage_names})
         if settings.progress_log_interval_s:
             progress = asyncio.create_task(log_progress(loops, settings.progress_log_interval_s), name="progress")
         activity = Activity()

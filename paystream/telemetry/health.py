@@ -105,6 +105,8 @@ class KafkaProbe:
 async def readiness(loops: Mapping[str, Any], kafka: Callable[[], Awaitable[None]], pool: Any) -> dict[str, str]:
     """Every check's result by name (`stage:<name>`, `kafka`, `postgres`); the services are asked concurrently."""
     checks = {f"stage:{name}": stage_readiness(loop) for name, loop in loops.items()}
+    if not checks:
+        checks["stages"] = "no stage loop made yet"
     checks["kafka"], checks["postgres"] = await asyncio.gather(
         timed_check(kafka), timed_check(lambda: postgres_answers(pool))
     )

@@ -34,11 +34,13 @@ SHUTDOWN_S_MAX = 2.0
 class Telemetry:
     """The metrics, health and readiness server of one run of stage loops."""
 
-    def __init__(self, settings: Settings, loops: Mapping[str, Any], pool: Any) -> None:
+    def __init__(self, settings: Settings, loops: Mapping[str, Any], pool: Any, *, count_settlement: bool) -> None:
+        """`loops` is read at each request: the runner fills it once the port is bound."""
         self.settings = settings
         self.loops = loops
         self.pool = pool
-        self.settlement = SettlementCounts() if "settlement" in loops else None
+        # Only a process that runs the settlement stage counts its batches (one query every few seconds).
+        self.settlement = SettlementCounts() if count_settlement else None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StageCollector(loops, pool, self.settlement))
         self.kafka = KafkaProbe(settings)

@@ -287,3 +287,38 @@ def test_operations_doc_lists_exactly_the_exported_metrics() -> None:
     # The status label's values are listed beside it in backticks: only the label name counts.
     documented["paystream_settlement_batches"] = (documented["paystream_settlement_batches"][0], ["status"])
     assert documented == exported
+
+
+class _AnsweringPool:
+    """A pool whose connection answers SELECT 1."""
+
+    def acquire(self, timeout: float) -> Any:
+        import contextlib
+
+        @contextlib.asynccontextmanager
+        async def connection() -> Any:
+            yield SimpleNamespace(fetchval=self._select_one)
+
+        return connection()
+
+    async def _select_one(self, query: str, **_options: float) -> int:
+        assert query == "SELECT 1"
+        return 1
+
+
+async def test_readiness_names_each_failed_check() -> None:
+    from paystream.telemetry.health import readiness
+
+    async def broker_answers() -> None:
+        return None
+
+    async def broker_down() -> None:
+        raise ConnectionRefusedError("connect call failed")
+
+    checks = await readiness({"risk": _loop()}, broker_answers, _AnsweringPool())
+    assert checks == {"stage:risk": OK, "kafka": OK, "postgres": OK}
+    checks = await readiness({"risk": _loop(epochs={})}, broker_down, _AnsweringPool())
+    assert checks["kafka"] == "ConnectionRefusedError: connect call failed"
+    assert checks["stage:risk"].startswith("partitions [0] assigned but not claimed")
+    # Before the runner made its loops nothing is ready, rather than everything of nothing.
+    assert (await readiness({}, broker_answers, _AnsweringPool()))["stages"] == "no stage loop made yet"
