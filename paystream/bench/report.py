@@ -20,6 +20,8 @@ GOAL_VS_NAIVE = 20.0
 GOAL_VS_CEILING = 0.5
 GOAL_VS_DB_CEILING = 0.85
 GOAL_THROUGHPUT_PER_S = 9_000.0
+# Metrics on may cost at most this share of throughput (issue: operating paystream).
+METRICS_OVERHEAD_MAX = 0.05
 # Two consecutive benchmark runs must agree on paystream's p99 within this share.
 P99_AGREEMENT = 0.25
 DOC_BEGIN = "<!-- bench:begin -->"
@@ -58,6 +60,7 @@ def summarise(result: BenchResult) -> dict[str, Any]:
         "ratio_vs_naive": ratio(medians.get("paystream", 0.0), medians.get("naive", 0.0)),
         "ratio_vs_ceiling": ratio(medians.get("paystream", 0.0), medians.get("passthrough", 0.0)),
         "ratio_vs_db_ceiling": ratio(medians.get("paystream", 0.0), medians.get("dbceiling", 0.0)),
+        "ratio_metrics_on_vs_off": ratio(medians.get("paystream+metrics", 0.0), medians.get("paystream", 0.0)),
         "latency_ms": latency,
         "latency_runs": [
             {"system": run.system, "p99": run.latency_ms["p99"], "preceded_by": run.preceded_by}
@@ -83,7 +86,7 @@ def markdown(summary: dict[str, Any], machine: str) -> str:
         "| system | sustained throughput (median) | each run | paystream ÷ system |",
         "| --- | ---: | --- | ---: |",
     ]
-    for system in ("paystream", "naive", "dbceiling", "passthrough"):
+    for system in ("paystream", "paystream+metrics", "naive", "dbceiling", "passthrough"):
         if system not in medians:
             continue
         each = ", ".join(f"{value:,.0f}" for value in runs[system])
@@ -97,6 +100,7 @@ def markdown(summary: dict[str, Any], machine: str) -> str:
         f" (goal ≥ {GOAL_VS_CEILING:g}: {'met' if summary['ratio_vs_ceiling'] >= GOAL_VS_CEILING else 'not met'})",
         f"- paystream / database ceiling: **{db_ratio:.2f}**"
         f" (goal ≥ {GOAL_VS_DB_CEILING:g}: {'met' if db_ratio >= GOAL_VS_DB_CEILING else 'not met'})",
+        *_metrics_line(summary.get("ratio_metrics_on_vs_off", 0.0)),
         f"- paystream throughput: **{paystream:,.0f}/s**"
         f" (goal ≥ {GOAL_THROUGHPUT_PER_S:,.0f}/s: {'met' if paystream >= GOAL_THROUGHPUT_PER_S else 'not met'})",
         "",
@@ -116,6 +120,16 @@ def markdown(summary: dict[str, Any], machine: str) -> str:
         lines += ["", "Each latency run's p99 and the run before it (order must not change the result):", ""]
         lines += [f"- {run['system']}: p99 {run['p99']:,.0f} ms after {run['preceded_by']}" for run in runs_after]
     return "\n".join(lines)
+
+
+def _metrics_line(on_vs_off: float) -> list[str]:
+    if on_vs_off <= 0:
+        return []
+    met = on_vs_off >= 1 - METRICS_OVERHEAD_MAX
+    return [
+        f"- metrics on ÷ metrics off: **{on_vs_off:.3f}** (goal ≥ {1 - METRICS_OVERHEAD_MAX:g}:"
+        f" {'met' if met else 'not met'})"
+    ]
 
 
 def p99_agreement(previous: dict[str, Any] | None, summary: dict[str, Any]) -> str | None:

@@ -35,6 +35,7 @@ import msgspec
 
 from paystream.bench.dbceiling import run_ceiling
 from paystream.bench.measure import sustained_rate_per_s
+from paystream.bench.scrape import Scraper, free_port
 from paystream.bench.settle import settle
 from paystream.chaos.processes import WorkerFleet
 from paystream.demo_data import build_world
@@ -49,7 +50,9 @@ from workers import STAGE_NAMES
 
 WARMUP_PAYMENTS = 200
 POLL_S = 0.2
-THROUGHPUT_SYSTEMS = ("paystream", "naive", "passthrough", "dbceiling")
+# paystream with every worker's metrics endpoint on and scraped (`paystream.bench.scrape`).
+METRICS_SYSTEM = "paystream+metrics"
+THROUGHPUT_SYSTEMS = ("paystream", METRICS_SYSTEM, "naive", "passthrough", "dbceiling")
 LATENCY_SYSTEMS = ("paystream", "passthrough")
 
 
@@ -151,6 +154,7 @@ async def run_bench(options: BenchOptions, base: Settings) -> BenchResult:
         for system in rotated(THROUGHPUT_SYSTEMS, repetition):
             payments = {
                 "paystream": options.payments,
+                METRICS_SYSTEM: options.payments,
                 "naive": options.naive_payments,
                 "passthrough": options.ceiling_payments,
                 "dbceiling": options.payments,
@@ -181,7 +185,9 @@ async def _environment(options: BenchOptions, base: Settings, system: str) -> An
     run_id = f"bench{system[:4]}{uuid.uuid4().hex[:6]}"
     settings = isolated_settings(base, run_id)
     await prepare_environment(settings)
-    fleet = WorkerFleet(settings, options.work_dir / run_id, command=("-m", "paystream.bench.worker", system))
+    # paystream+metrics runs paystream's own workers, each with its metrics endpoint on.
+    worker_system = "paystream" if system == METRICS_SYSTEM else system
+    fleet = WorkerFleet(settings, options.work_dir / run_id, command=("-m", "paystream.bench.worker", worker_system))
     try:
         yield settings, fleet
     finally:
@@ -203,13 +209,24 @@ async def _throughput_run(options: BenchOptions, base: Settings, system: str, pa
         stop = asyncio.Event()
         watching = asyncio.create_task(observer.run(stop))
         started_s = time.monotonic()
+        ports: list[int] = []
         for stage in STAGE_NAMES:
-            await fleet.start(stage)
+            extra = {}
+            if system == METRICS_SYSTEM:
+                ports.append(free_port())
+                extra = {"PAYSTREAM_METRICS_PORT": str(ports[-1])}
+            await fleet.start(stage, extra)
+        scraper = Scraper(ports)
+        if ports:
+            scraper.start()
         try:
             await _wait_complete(observer, payments, fleet, options.run_timeout_s, system)
         finally:
             stop.set()
             await watching
+            await scraper.stop()
+        if ports and scraper.scrapes == 0:
+            raise BenchFailedError(f"{system}: no worker's /metrics answered during the run")
         drain_s = max(observer.completed_at_s) - started_s
         return ThroughputRun(system, payments, sustained_rate_per_s(observer.completed_at_s), drain_s)
 

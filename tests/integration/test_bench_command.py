@@ -25,7 +25,8 @@ def test_bench_runs_every_system_and_reports_consistent_figures(
 
     data = json.loads(report.read_text())
     throughput = {run["system"]: run for run in data["runs"]["throughput"]}
-    assert set(throughput) == {"paystream", "naive", "passthrough", "dbceiling"}
+    assert set(throughput) == {"paystream", "paystream+metrics", "naive", "passthrough", "dbceiling"}
+    assert throughput["paystream+metrics"]["payments"] == 1000
     assert throughput["paystream"]["payments"] == 1000
     assert throughput["dbceiling"]["payments"] == 1000
     assert throughput["naive"]["payments"] == 100
@@ -41,6 +42,9 @@ def test_bench_runs_every_system_and_reports_consistent_figures(
     )
     assert summary["ratio_vs_db_ceiling"] == pytest.approx(
         throughput["paystream"]["rate_per_s"] / throughput["dbceiling"]["rate_per_s"]
+    )
+    assert summary["ratio_metrics_on_vs_off"] == pytest.approx(
+        throughput["paystream+metrics"]["rate_per_s"] / throughput["paystream"]["rate_per_s"]
     )
     # Latency runs come first in a repetition, then the throughput runs; each names the run before it.
     order = [run["preceded_by"] for run in data["runs"]["latency"] + data["runs"]["throughput"]]
