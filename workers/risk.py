@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 
 from paystream.db.arrays import join_reasons
+from paystream.db.plans import fetch_custom_plan
 from paystream.errors import ConcurrentChangeError
 from paystream.settings import Settings
 from paystream.stage.contract import Accepted, Output, Refused, StageResult, Tick
@@ -214,7 +215,8 @@ async def _load_context(connection: Any, payments: list[PaymentRequested]) -> Ri
     for p in payments:
         low, high = spans.get(p.payer_account, (p.created_at, p.created_at))
         spans[p.payer_account] = (min(low, p.created_at), max(high, p.created_at))
-    history_rows = await connection.fetch(
+    history_rows = await fetch_custom_plan(
+        connection,
         """SELECT d.payer_account, d.created_at, d.amount_minor
            FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS v(payer, since, until)
            JOIN risk_decisions d ON d.payer_account = v.payer AND d.decision = 'approved'

@@ -39,6 +39,7 @@ import asyncpg
 import msgspec
 import structlog
 
+from paystream.db.plans import fetch_custom_plan
 from paystream.errors import ConcurrentChangeError
 from paystream.settings import Settings
 from paystream.stage.contract import Accepted, Output, Refused, StageResult, Tick
@@ -277,7 +278,8 @@ def _refusal(record: Accepted[Any], rule: str, detail: str) -> Refused:
 
 async def _stored_clearings(connection: Any, payment_ids: list[str]) -> dict[str, tuple[PaymentCleared, bool]]:
     """Each payment's clearing as clearing stored it, and whether it already has its settlement item."""
-    rows = await connection.fetch(
+    rows = await fetch_custom_plan(
+        connection,
         """SELECT c.payment_id, c.payer_account, c.merchant_id, c.currency, c.gross_minor, c.fee_minor,
                   c.net_minor, c.journal_id, c.event_time, c.cleared_at, i.payment_id IS NOT NULL AS itemized
            FROM clearings c LEFT JOIN settlement_items i USING (payment_id)
