@@ -60,6 +60,10 @@ async def send_in_batches(
     Measured here: about 2.6x the throughput of one `send()` per record, which
     was the largest CPU cost of a stage under load. Partitions are chosen with
     the Java client's murmur2 partitioner, exactly as `send()` would.
+
+    Each batch is closed before it is handed over: a closed batch is sent at
+    once, while an open one waits out the producer's linger (5 ms) for records
+    that will never come, three times on a payment's path.
     """
     partitions: dict[str, list[int]] = {}
     open_batches: dict[tuple[str, int], Any] = {}
@@ -72,10 +76,12 @@ async def send_in_batches(
         if batch is None:
             batch = open_batches[(topic, partition)] = producer.create_batch()
         if batch.append(key=key, value=value, timestamp=None) is None:
+            batch.close()
             futures.append(await producer.send_batch(batch, topic, partition=partition))
             batch = open_batches[(topic, partition)] = producer.create_batch()
             appended = batch.append(key=key, value=value, timestamp=None)
             assert appended is not None, "a single record larger than the producer's batch size"
     for (topic, partition), batch in open_batches.items():
+        batch.close()
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     return futures
