@@ -25,39 +25,30 @@ import contextlib
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from paystream.bench.dbceiling import run_ceiling
 from paystream.bench.measure import sustained_rate_per_s
+from paystream.bench.observe import BenchFailedError, Observer, publish_at_rate, wait_complete
 from paystream.bench.scrape import Scraper, free_port
 from paystream.bench.settle import settle
 from paystream.chaos.processes import WorkerFleet
 from paystream.demo_data import build_world
-from paystream.errors import PaystreamError
 from paystream.generator import PaymentGenerator
-from paystream.loadtest.measure import LatencyRecorder, summary_ms
-from paystream.loadtest.observe import first_outcomes, latency_us
+from paystream.loadtest.measure import summary_ms
 from paystream.prepare import delete_topics, drop_database, isolated_settings, prepare_environment
 from paystream.publisher import PaymentPublisher
 from paystream.settings import Settings
 from workers import STAGE_NAMES
 
 WARMUP_PAYMENTS = 200
-POLL_S = 0.2
 # paystream with every worker's metrics endpoint on and scraped (`paystream.bench.scrape`).
 METRICS_SYSTEM = "paystream+metrics"
 THROUGHPUT_SYSTEMS = ("paystream", METRICS_SYSTEM, "naive", "passthrough", "dbceiling")
 LATENCY_SYSTEMS = ("paystream", "passthrough")
-
-
-class BenchFailedError(PaystreamError):
-    """A run did not complete: the figures would be wrong, so none are reported."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +64,10 @@ class BenchOptions:
     run_timeout_s: float = 300.0
     work_dir: Path = Path("reports/bench")
     seed: int = 7
+    # The systems to measure (default all); a focused run measures fewer.
+    systems: tuple[str, ...] = ()
+    # Worker processes per stage for paystream (the other systems run one).
+    stage_processes: int = 1
 
 
 @dataclass
@@ -103,26 +98,6 @@ class BenchResult:
     latency: list[LatencyRun] = field(default_factory=list)
 
 
-@dataclass
-class Observer:
-    """Completion times (and latencies) of the payments whose first outcome appears downstream."""
-
-    settings: Settings
-    counted: Callable[[str], bool] = lambda _payment_id: True
-    completed_at_s: list[float] = field(default_factory=list)
-    latency: LatencyRecorder = field(default_factory=LatencyRecorder)
-    completed: int = 0
-
-    async def run(self, stop: asyncio.Event) -> None:
-        async for received_at, outcomes in first_outcomes(self.settings, stop):
-            now_s = time.monotonic()
-            self.completed += len(outcomes)
-            for outcome in outcomes:
-                if self.counted(outcome.payment_id):
-                    self.completed_at_s.append(now_s)
-                    self.latency.record(0, latency_us(outcome, received_at))
-
-
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -137,7 +112,7 @@ async def run_bench(options: BenchOptions, base: Settings) -> BenchResult:
     result = BenchResult(options)
     previous = "start"
     for repetition in range(1, options.repeat + 1):
-        for system in rotated(LATENCY_SYSTEMS, repetition):
+        for system in _chosen(rotated(LATENCY_SYSTEMS, repetition), options):
             settled = await _settle_before(repetition, options)
             _progress(
                 f"[{repetition}/{options.repeat}] latency     {system:<11}"
@@ -151,7 +126,7 @@ async def run_bench(options: BenchOptions, base: Settings) -> BenchResult:
             )
             result.latency.append(latency)
             previous = f"latency {system}"
-        for system in rotated(THROUGHPUT_SYSTEMS, repetition):
+        for system in _chosen(rotated(THROUGHPUT_SYSTEMS, repetition), options):
             payments = {
                 "paystream": options.payments,
                 METRICS_SYSTEM: options.payments,
@@ -167,6 +142,10 @@ async def run_bench(options: BenchOptions, base: Settings) -> BenchResult:
             result.throughput.append(run)
             previous = f"throughput {system}"
     return result
+
+
+def _chosen(systems: list[str], options: BenchOptions) -> list[str]:
+    return [system for system in systems if not options.systems or system in options.systems]
 
 
 async def _settle_before(repetition: int, options: BenchOptions) -> float:
@@ -210,17 +189,19 @@ async def _throughput_run(options: BenchOptions, base: Settings, system: str, pa
         watching = asyncio.create_task(observer.run(stop))
         started_s = time.monotonic()
         ports: list[int] = []
+        copies = options.stage_processes if system.startswith("paystream") else 1
         for stage in STAGE_NAMES:
-            extra = {}
-            if system == METRICS_SYSTEM:
-                ports.append(free_port())
-                extra = {"PAYSTREAM_METRICS_PORT": str(ports[-1])}
-            await fleet.start(stage, extra)
+            for _ in range(copies):
+                extra = {}
+                if system == METRICS_SYSTEM:
+                    ports.append(free_port())
+                    extra = {"PAYSTREAM_METRICS_PORT": str(ports[-1])}
+                await fleet.start(stage, extra)
         scraper = Scraper(ports)
         if ports:
             scraper.start()
         try:
-            await _wait_complete(observer, payments, fleet, options.run_timeout_s, system)
+            await wait_complete(observer, payments, fleet, options.run_timeout_s, system)
         finally:
             stop.set()
             await watching
@@ -256,42 +237,14 @@ async def _latency_run(options: BenchOptions, base: Settings, system: str) -> La
                 await publisher.publish_many(
                     g.payment for g in warmup.generate(WARMUP_PAYMENTS, datetime.now(UTC), timedelta(0))
                 )
-            await _wait_complete(observer, WARMUP_PAYMENTS, fleet, options.run_timeout_s, system)
+            await wait_complete(observer, WARMUP_PAYMENTS, fleet, options.run_timeout_s, system)
             total = int(options.rate_per_s * options.latency_duration_s)
             generator = PaymentGenerator(world, options.seed + 1, measured_prefix)
             started_s = time.monotonic()
-            await _publish_at_rate(settings, generator, total, options.rate_per_s)
-            await _wait_complete(observer, WARMUP_PAYMENTS + total, fleet, options.run_timeout_s, system)
+            await publish_at_rate(settings, generator, total, options.rate_per_s)
+            await wait_complete(observer, WARMUP_PAYMENTS + total, fleet, options.run_timeout_s, system)
         finally:
             stop.set()
             await watching
         achieved = total / (max(observer.completed_at_s) - started_s)
         return LatencyRun(system, options.rate_per_s, total, achieved, summary_ms(observer.latency.overall))
-
-
-async def _publish_at_rate(settings: Settings, generator: PaymentGenerator, total: int, rate_per_s: float) -> None:
-    interval_s = 1.0 / rate_per_s
-    started_s = time.monotonic()
-    async with PaymentPublisher(settings, client_id="paystream-bench-load") as publisher:
-        for index, generated in enumerate(generator.generate(total, datetime.now(UTC), timedelta(0))):
-            ahead_s = started_s + index * interval_s - time.monotonic()
-            if ahead_s > 0:
-                await asyncio.sleep(ahead_s)
-            # Stamped at send time: latency then measures the system, not the generator.
-            await publisher.publish(msgspec.structs.replace(generated.payment, created_at=datetime.now(UTC)))
-
-
-async def _wait_complete(observer: Observer, expected: int, fleet: WorkerFleet, timeout_s: float, system: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while observer.completed < expected:
-        crashed = fleet.exited_unexpectedly()
-        if crashed:
-            raise BenchFailedError(
-                f"{system}: worker {crashed[0].stage} exited with {crashed[0].process.returncode};"
-                f" its log: {crashed[0].log_path}"
-            )
-        if time.monotonic() > deadline:
-            raise BenchFailedError(
-                f"{system}: only {observer.completed:,} of {expected:,} payments completed within {timeout_s:g} s"
-            )
-        await asyncio.sleep(POLL_S)

@@ -10,14 +10,24 @@ from pathlib import Path
 from typing import Any
 
 from paystream.bench.report import machine_description, markdown, p99_agreement, summarise, write_into_doc
-from paystream.bench.run import BenchOptions, run_bench
+from paystream.bench.run import LATENCY_SYSTEMS, THROUGHPUT_SYSTEMS, BenchOptions, run_bench
 from paystream.cli.args import bounded_float, bounded_int
 from paystream.cli.reach import require_kafka
+from paystream.errors import PaystreamError
 from paystream.logging import quiet_client_logs
 from paystream.settings import Settings
 from paystream.stack.services import status
 
 PERFORMANCE_DOC = Path("docs/performance.md")
+ALL_SYSTEMS = tuple(dict.fromkeys(THROUGHPUT_SYSTEMS + LATENCY_SYSTEMS))
+
+
+def _systems(text: str) -> tuple[str, ...]:
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [system for system in chosen if system not in ALL_SYSTEMS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(ALL_SYSTEMS)}")
+    return chosen
 
 
 def register(sub: Any) -> None:
@@ -46,6 +56,19 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--latency-duration", type=bounded_float(1, 3_600), default=defaults.latency_duration_s, help="seconds"
     )
+    parser.add_argument(
+        "--only",
+        type=_systems,
+        default=(),
+        metavar="SYSTEMS",
+        help=f"comma-separated subset of {','.join(ALL_SYSTEMS)} (default all)",
+    )
+    parser.add_argument(
+        "--stage-processes",
+        type=bounded_int(1, 8),
+        default=defaults.stage_processes,
+        help="paystream worker processes per stage",
+    )
     parser.add_argument("--json", type=Path, default=Path("reports/bench-latest.json"), help="every run's figures")
     parser.add_argument("--write-doc", action="store_true", help=f"update the tables in {PERFORMANCE_DOC}")
     parser.set_defaults(func=run)
@@ -61,6 +84,10 @@ def _previous(path: Path) -> dict[str, Any] | None:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.write_doc and (args.only or args.stage_processes != 1):
+        raise PaystreamError(
+            f"--write-doc records the full comparison; not with --only or --stage-processes (see {PERFORMANCE_DOC})"
+        )
     await require_kafka(settings)
     options = BenchOptions(
         payments=args.payments,
@@ -69,6 +96,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         repeat=args.repeat,
         rate_per_s=args.rate,
         latency_duration_s=args.latency_duration,
+        systems=args.only,
+        stage_processes=args.stage_processes,
     )
     versions = [s.version for s in await status(settings) if s.version]
     # The figures are the output: the Kafka client's retried warnings (a new

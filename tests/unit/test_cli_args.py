@@ -108,3 +108,15 @@ def test_defaults_are_within_their_bounds() -> None:
             checked.append(action.dest)
     assert "limit" in checked
     assert "generate" not in checked  # no default: required in its group
+
+
+def test_bench_only_takes_known_systems_and_refuses_the_rest() -> None:
+    import argparse
+
+    from paystream.cli.bench import _systems
+
+    assert _systems("paystream, dbceiling") == ("paystream", "dbceiling")
+    with pytest.raises(argparse.ArgumentTypeError, match="'paystream,nope': choose from paystream"):
+        _systems("paystream,nope")
+    with pytest.raises(argparse.ArgumentTypeError):
+        _systems(" , ")
