@@ -104,6 +104,12 @@ class Settings:
     crash_stage: str | None = None
     crash_after_batches: int = 1
 
+    # Live views (`paystream views`, docs/views.md): faust's web server. Loopback
+    # by default; a container sets 0.0.0.0. Several views workers on one host
+    # each take their own port (`--port`).
+    views_port: int = 6066
+    views_host: str = "127.0.0.1"
+
     log_level: str = "info"
     log_format: str = "console"
 
@@ -159,7 +165,8 @@ class Settings:
         _check_choice(self, "crash_stage", _stage_names(), optional=True)
         _check_choice(self, "log_level", LOG_LEVELS, fold_case=True)
         _check_choice(self, "log_format", LOG_FORMATS)
-        _check_metrics_host(self.metrics_host)
+        _check_host(self, "metrics_host")
+        _check_host(self, "views_host")
         _check_stall_bound(self)
         return self
 
@@ -195,6 +202,7 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "settlement_cycle_s": (1, 31 * 86_400),
     "settlement_grace_s": (0, 86_400),
     "settlement_close_interval_ms": (10, 600_000),
+    "views_port": (1, 65_535),
     "crash_after_batches": (1, 1_000_000),
     # 0 = no metrics server; otherwise a TCP port.
     "metrics_port": (0, 65_535),
@@ -244,14 +252,15 @@ def _check_choice(
         raise SettingsError(f"PAYSTREAM_{name.upper()}={value!r} is not one of {', '.join(choices)}")
 
 
-def _check_metrics_host(host: str) -> None:
+def _check_host(settings: Settings, name: str) -> None:
     """An IP address (v4 or v6, bare) or a DNS host name: what aiohttp can bind to."""
+    host = getattr(settings, name)
     try:
         ipaddress.ip_address(host)
     except ValueError:
         if len(host) > HOST_CHARS_MAX or not _HOST_NAME.fullmatch(host):
             raise SettingsError(
-                f"PAYSTREAM_METRICS_HOST={host!r} must be an IP address or a host name (such as 127.0.0.1 or 0.0.0.0)"
+                f"PAYSTREAM_{name.upper()}={host!r} must be an IP address or a host name (such as 127.0.0.1 or 0.0.0.0)"
             ) from None
 
 

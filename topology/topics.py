@@ -23,6 +23,25 @@ ACCOUNTS_OUTCOMES = "accounts.outcomes"
 SETTLEMENTS_CLOSED = "settlements.closed"
 DEAD_LETTER = "paystream.dead-letter"
 
+# Live views (`paystream views`, docs/views.md): a faust app whose id is VIEWS_APP,
+# namespaced like every topic, so each topic faust makes for it is named
+# `<namespace>paystream.views-<suffix>`. faust creates them with its own configs
+# (changelogs compacted and kept as long as their windows), so they are declared
+# by name here, not in TOPICS: `paystream topology apply` neither creates nor
+# checks them. tests/unit/test_views_app.py checks the app makes exactly these.
+VIEWS_APP = "paystream.views"
+VIEWS_TOPIC_SUFFIXES = (
+    "outcomes-by-merchant",  # repartition of payments.outcomes, key merchant_id
+    "outcomes-platform",  # the same facts under one key, for platform totals
+    "merchant-minutes-changelog",
+    "merchant-hours-changelog",
+    "platform-minutes-changelog",
+    "platform-hours-changelog",
+    "platform-skipped-changelog",
+    "__assignor-__leader",  # faust's leader election among the views workers
+)
+VIEWS_TOPICS = tuple(f"{VIEWS_APP}-{suffix}" for suffix in VIEWS_TOPIC_SUFFIXES)
+
 # Kafka's own rule for topic names; checked here so a bad name fails at import, not at apply.
 _LEGAL_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 CLEANUP_POLICIES = ("delete", "compact", "compact,delete")

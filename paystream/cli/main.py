@@ -52,6 +52,7 @@ COMMAND_MODULES = (
     "paystream.cli.loadtest",
     "paystream.cli.bench",
     "paystream.cli.replay",
+    "paystream.cli.views",
 )
 
 EXIT_OPERATING_ERROR = 2

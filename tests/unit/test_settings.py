@@ -46,6 +46,7 @@ MALFORMED: dict[str, list[str]] = {
     "log_level": ["loud", "verbose", ""],
     "log_format": ["xml", "JSON", ""],
     "metrics_host": ["", "a b", "host:9100", "http://host", "-bad", "a..b", "x" * 254, "[::1]"],
+    "views_host": ["", "a b", "host:6066", "http://host", "-bad", "x" * 254, "[::1]"],
 }
 
 
@@ -166,6 +167,8 @@ def test_backoff_must_not_start_above_its_cap() -> None:
         ("metrics_host", "0.0.0.0", "0.0.0.0"),
         ("metrics_host", "::", "::"),
         ("metrics_host", "metrics-1.example.com", "metrics-1.example.com"),
+        ("views_host", "0.0.0.0", "0.0.0.0"),
+        ("views_host", "::1", "::1"),
         ("metrics_port", "9100", 9100),
     ],
 )
