@@ -115,8 +115,10 @@ async def test_a_scrape_during_the_run_has_every_stage_counter(observed: Observe
                  "fenced_batches", "retries", "commit_failures", "rebalances", "ticks"):  # fmt: skip
         for stage in STAGE_NAMES:
             assert value(observed.during, f"paystream_stage_{name}_total", stage=stage) >= 0
-    # Each consumer joined once before /readyz answered 200.
+    # Each consumer joined once before /readyz answered 200; counters only grow.
     assert all(value(observed.during, "paystream_stage_rebalances_total", stage=s) >= 1 for s in STAGE_NAMES)
+    for stage in STAGE_NAMES:
+        assert 0 <= _records(observed.during, stage) <= _records(observed.after, stage), stage
 
 
 async def test_records_and_dead_letters_are_counted_exactly(observed: Observed) -> None:
