@@ -265,7 +265,7 @@ class SettlementStage:
             async with pool.acquire() as connection:
                 await advance_cursors(connection, chunk)
 
-        return Tick(chunk.outputs, mark_published)
+        return Tick(chunk.outputs, mark_published, more=chunk.more)
 
 
 def _settled_identity(event: PaymentCleared) -> tuple[str, str, str, int, int, int]:

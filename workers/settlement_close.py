@@ -37,7 +37,10 @@ log = structlog.get_logger("paystream.settlement")
 BIGINT_MAX = 2**63 - 1
 CLOSE_BATCHES_MAX = 200
 CLOSE_ITEMS_MAX = 50_000
-PUBLISH_ITEMS_MAX = 5_000
+# One chunk's UPDATE of payments to `settled`: 10,000 rows took 105-140 ms and
+# slowed the other stages' transactions to 60-126 ms meanwhile; a chunk is now
+# small, and the stage loop runs the next one after its next batch (`more`).
+PUBLISH_ITEMS_MAX = 1_000
 
 
 async def close_due_batches(connection: Any, now: datetime, items_max: int = CLOSE_ITEMS_MAX) -> list[str]:
@@ -158,6 +161,8 @@ class Chunk:
     outputs: list[Output]
     # batch_id -> (last payment id in this chunk or the old cursor, whether the batch is now complete)
     cursors: dict[str, tuple[str | None, bool]]
+    # The chunk was cut at items_max: more payments of closed batches wait now.
+    more: bool = False
 
 
 async def next_chunk(connection: Any, now: datetime, items_max: int = PUBLISH_ITEMS_MAX) -> Chunk | None:
@@ -200,7 +205,8 @@ async def next_chunk(connection: Any, now: datetime, items_max: int = PUBLISH_IT
             outputs.extend(_settled(row, batch["batch_id"]) for row in rows)
             last = rows[-1]["payment_id"] if rows else batch["outcomes_through"]
             cursors[batch["batch_id"]] = (last, complete)
-        return Chunk(outputs, cursors)
+        more = len(cursors) < len(batches) or not all(complete for _, complete in cursors.values())
+        return Chunk(outputs, cursors, more=more)
 
 
 async def advance_cursors(connection: Any, chunk: Chunk) -> None:

@@ -69,6 +69,9 @@ class Tick:
 
     outputs: list[Output]
     on_delivered: Callable[[], Awaitable[None]]
+    # More of the same work is due now: the loop ticks again after its next
+    # batch instead of waiting out the interval (small chunks, no backlog).
+    more: bool = False
 
 
 class Stage(Protocol[E]):

@@ -82,6 +82,7 @@ async def test_closed_batches_are_published_in_bounded_chunks_that_replay_identi
         )
         published_ids: list[str] = []
         closed_events: list[str] = []
+        more_flags: list[bool] = []
         chunks = 0
         while True:
             chunk = await next_chunk(connection, datetime.now(UTC), items_max=7)
@@ -101,6 +102,7 @@ async def test_closed_batches_are_published_in_bounded_chunks_that_replay_identi
             )
             assert [r["status"] for r in statuses] in ([], ["settled"])
             await advance_cursors(connection, chunk)
+            more_flags.append(chunk.more)
             chunks += 1
         report = await reconcile(connection)
     finally:
@@ -109,6 +111,8 @@ async def test_closed_batches_are_published_in_bounded_chunks_that_replay_identi
     assert len(set(published_ids)) == items
     assert chunks >= -(-items // 7)
     assert len(closed_events) == batches  # one batch_closed per batch, with its first chunk
+    # Every chunk but the last says more is due now (the loop then ticks again after its next batch).
+    assert more_flags == [True] * (chunks - 1) + [False]
     assert report.ok, [str(v) for v in report.violations]
     statuses = await wait_terminal(cleared, published_ids, timeout_s=30)
     assert set(statuses.values()) == {"settled"}
