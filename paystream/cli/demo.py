@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 from typing import Any
 
 from paystream.cli.args import SEED, bounded_float, bounded_int, positive_int
@@ -15,6 +16,7 @@ from paystream.reconcile import reconcile
 from paystream.settings import Settings
 
 PAYMENTS_MAX = 1_000_000
+DEMO_METRICS_PORT = 9400
 
 
 def register(sub: Any) -> None:
@@ -63,6 +65,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         manual_percent=args.manual_percent,
         refund_percent=args.refund_percent,
     )
+    # The demo's own process serves /metrics while it runs, like a worker.
+    settings = settings.with_overrides(metrics_port=settings.metrics_port or demo_metrics_port())
+    print(where_to_look_while_running(settings), flush=True)
     report = await run_demo(settings, options)
     print_summary(report, report["kinds"], report["elapsed_s"])
     connection = await connect(settings)
@@ -74,4 +79,41 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     for violation in reconciled.failures():
         print(f"  VIOLATION {violation}")
     print("reconcile: " + ("PASS" if reconciled.ok else "FAIL"))
+    print(where_to_look_next(settings))
     return 0 if reconciled.ok else 1
+
+
+def demo_metrics_port() -> int:
+    """9400 (the port docker-compose.yml gives every worker) when free here, else any free port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", DEMO_METRICS_PORT))
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def where_to_look_while_running(settings: Settings) -> str:
+    base = f"http://{settings.metrics_host}:{settings.metrics_port}"
+    return "\n".join(
+        [
+            "while it runs:",
+            f"  metrics   {base}/metrics   (health: {base}/healthz, readiness: {base}/readyz)",
+            "  progress  paystream status   (in another terminal: lag, members, throughput per stage)",
+        ]
+    )
+
+
+def where_to_look_next(settings: Settings) -> str:
+    views = f"http://{settings.views_host}:{settings.views_port}"
+    return "\n".join(
+        [
+            "\nwhere to look next:",
+            "  paystream status                  lag, members and throughput per stage (--watch 2 to follow)",
+            f"  paystream views                   live per-merchant windows: {views}/platform/live,"
+            f" {views}/merchants/<id>/live",
+            "  PAYSTREAM_METRICS_PORT=9401 paystream worker risk   a worker with /metrics, /healthz and /readyz",
+            "  paystream payment show <id>       one payment's timeline",
+        ]
+    )

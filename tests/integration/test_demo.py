@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
 
 from paystream.db.pool import connect
@@ -36,6 +37,7 @@ PLANNED_OUTCOME = {
     "void": "voided",
     "expire": "expired",
 }
+STAGES = ("risk", "funds", "clearing", "settlement")
 NEGATIVE_BATCHES_SHOWN = 10  # paystream/demo.py lists at most these
 DEMO_TIMEOUT_S = 240.0  # a hang guard: the run takes well under a minute here
 
@@ -46,6 +48,8 @@ class Ran:
     output: str
     returncode: int
     run_id: str
+    # /metrics as scraped from the URL the demo printed, while it ran ("" if never answered).
+    metrics: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +75,48 @@ async def ran() -> AsyncIterator[Ran]:
         stderr=asyncio.subprocess.STDOUT,
     )
     try:
-        output, _ = await asyncio.wait_for(process.communicate(), DEMO_TIMEOUT_S)
-        text = output.decode(errors="replace")
+        text, metrics = await asyncio.wait_for(_read_and_scrape(process), DEMO_TIMEOUT_S)
         found = re.search(r"^run: (demo[0-9a-f]{8}) ", text, re.MULTILINE)
-        yield Ran(settings, text, process.returncode or 0, found.group(1) if found else "")
+        yield Ran(settings, text, process.returncode or 0, found.group(1) if found else "", metrics)
     finally:
         if process.returncode is None:
             process.kill()
         await drop_database(settings)
         await delete_topics(settings)
+
+
+async def _read_and_scrape(process: asyncio.subprocess.Process) -> tuple[str, str]:
+    """The demo's whole output; once it prints its metrics URL, that URL is scraped while it runs."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    scraping: asyncio.Task[str] | None = None
+    while line := (await process.stdout.readline()).decode(errors="replace"):
+        lines.append(line)
+        url = re.match(r"\s+metrics\s+(http://\S+/metrics)", line)
+        if url and scraping is None:
+            scraping = asyncio.create_task(_scrape_until_counted(url.group(1)))
+    await process.wait()
+    return "".join(lines), await scraping if scraping is not None else ""
+
+
+async def _scrape_until_counted(url: str) -> str:
+    """The last /metrics text read before every stage had counted records, or the run ended."""
+    text = ""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        for _ in range(int(DEMO_TIMEOUT_S / 0.5)):
+            try:
+                async with session.get(url) as response:
+                    text = await response.text()
+            except (aiohttp.ClientError, TimeoutError):
+                if text:  # it answered before: the demo ended
+                    return text
+            if all(f'paystream_stage_records_total{{stage="{s}"}} ' in text for s in STAGES) and all(
+                not re.search(rf'paystream_stage_records_total{{stage="{s}"}} 0\.0$', text, re.MULTILINE)
+                for s in STAGES
+            ):
+                return text
+            await asyncio.sleep(0.5)
+    return text
 
 
 def section(output: str, heading: str, header: bool = True) -> list[list[str]]:
@@ -107,6 +144,19 @@ def test_the_demo_ran_and_reconcile_passed(ran: Ran) -> None:
     assert ran.returncode == 0, ran.output[-4000:]
     assert ran.run_id, ran.output[-4000:]
     assert ran.output.count("reconcile: PASS") == 1 and "VIOLATION" not in ran.output, ran.output[-4000:]
+
+
+def test_the_demo_says_where_to_look_and_serves_metrics_while_it_runs(ran: Ran) -> None:
+    assert re.search(r"^  metrics   http://127\.0\.0\.1:\d+/metrics", ran.output, re.MULTILINE), ran.output[:500]
+    assert "  progress  paystream status" in ran.output
+    after = ran.output.split("where to look next:", 1)[1]
+    assert "paystream status" in after
+    assert "paystream views" in after and "/platform/live" in after and "/merchants/<id>/live" in after
+    assert "PAYSTREAM_METRICS_PORT=" in after
+    # Every stage had counted records on the demo's own /metrics while it ran.
+    for stage in STAGES:
+        counted = re.search(rf'^paystream_stage_records_total{{stage="{stage}"}} (\d+)\.0$', ran.metrics, re.MULTILINE)
+        assert counted is not None and int(counted.group(1)) > 0, (stage, ran.metrics[:300])
 
 
 async def test_every_payment_is_terminal_and_the_manual_plans_are_as_published(ran: Ran) -> None:
