@@ -9,6 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from paystream.bench.history_load import HISTORY_PAYMENTS_MAX
+from paystream.bench.history_report import run_history_command
 from paystream.bench.report import machine_description, markdown, p99_agreement, summarise, write_into_doc
 from paystream.bench.run import LATENCY_SYSTEMS, THROUGHPUT_SYSTEMS, BenchOptions, run_bench
 from paystream.cli.args import bounded_float, bounded_int
@@ -71,6 +73,13 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("--json", type=Path, default=Path("reports/bench-latest.json"), help="every run's figures")
     parser.add_argument("--write-doc", action="store_true", help=f"update the tables in {PERFORMANCE_DOC}")
+    parser.add_argument(
+        "--history",
+        type=bounded_int(1_000, HISTORY_PAYMENTS_MAX),
+        metavar="N",
+        help="instead: the database ceiling and paystream on an empty database and on one holding N past payments"
+        " (--payments each; the other options do not apply); writes reports/bench-history-N.json",
+    )
     parser.set_defaults(func=run)
 
 
@@ -84,6 +93,9 @@ def _previous(path: Path) -> dict[str, Any] | None:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.history is not None:
+        await require_kafka(settings)
+        return await run_history_command(args, settings)
     if args.write_doc and (args.only or args.stage_processes != 1):
         raise PaystreamError(
             f"--write-doc records the full comparison; not with --only or --stage-processes (see {PERFORMANCE_DOC})"
