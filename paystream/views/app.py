@@ -54,8 +54,9 @@ log = structlog.get_logger("paystream.views")
 # Platform totals are kept under one key (PLATFORM_KEY), so one worker owns them
 # and a request for them is routed like a merchant's. One partition: the key needs no more.
 PLATFORM_PARTITIONS = 1
-# The merchant-keyed topic and tables have as many partitions as the source,
-# so the views scale out to as many workers as the money stages' outcomes do.
+# The merchant-keyed topic and tables have as many partitions as payments.outcomes:
+# faust assigns equal partition numbers of co-partitioned topics to one worker,
+# so up to that many workers share the reading, re-keying and counting.
 MERCHANT_PARTITIONS = topic_spec(PAYMENTS_OUTCOMES).partitions
 # How often faust drops windows past their `expires` from memory.
 TABLE_CLEANUP_S = 30.0
