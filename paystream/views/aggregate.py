@@ -8,9 +8,10 @@ added together:
              "reasons": {"velocity_limit": 1}, "reasons_other": 0}}
 
 Guarantees: `add_fact` returns a new value and leaves its argument as it was;
-every figure is a whole number (rates are computed only when shown); a window
-keeps at most REASONS_KEPT_MAX distinct reasons per currency and counts the
-rest in `reasons_other`, so a window's size is bounded whatever the reasons.
+every figure is a whole number (rates are computed only when shown); reasons
+are counted by their code; a window keeps at most REASONS_KEPT_MAX distinct
+codes per currency and counts the rest in `reasons_other`, so a window's size
+is bounded whatever the reasons say.
 """
 
 from __future__ import annotations
@@ -95,13 +96,23 @@ def add_fact(value: Mapping[str, Any] | None, fact: Fact) -> WindowValue:
     counts[fact.status] = counts.get(fact.status, 0) + 1
     amounts[fact.status] = amounts.get(fact.status, 0) + fact.amount_minor
     if fact.status in REASON_STATUSES:
-        for reason in dict.fromkeys(fact.reasons):  # a reason named twice in one outcome counts once
+        for reason in dict.fromkeys(reason_code(r) for r in fact.reasons):  # a code named twice counts once
             if reason in reasons or len(reasons) < REASONS_KEPT_MAX:
                 reasons[reason] = reasons.get(reason, 0) + 1
             else:
                 other += 1
     new[fact.currency] = {"counts": counts, "amount_minor": amounts, "reasons": reasons, "reasons_other": other}
     return new
+
+
+def reason_code(reason: str) -> str:
+    """The code of a `"<code>: <detail>"` reason (docs/reference/events.md); the whole text when it has none.
+
+    Details carry amounts and ids ("txn_amount_limit: 240000 > 200000"): ranked
+    as they are, one cause would be split into as many reasons as amounts.
+    """
+    code, _colon, _detail = reason.partition(":")
+    return code.strip() or reason
 
 
 def rank_reasons(reasons: Mapping[str, int], top: int = TOP_REASONS) -> list[dict[str, Any]]:

@@ -61,7 +61,7 @@ APPROVED = ("cleared", "voided", "expired")
 # status, reasons, contract version (v1 knows rejected, declined, failed, cleared, settled only).
 PATTERN: tuple[tuple[str, tuple[str, ...], int], ...] = (
     ("cleared", (), 2),
-    ("declined", ("insufficient_funds",), 2),
+    ("declined", ("insufficient_funds: available 10 < amount 500",), 2),
     ("rejected", ("velocity_limit", "country_blocked"), 2),
     ("settled", (), 2),
     ("rejected", ("velocity_limit",), 1),
@@ -71,7 +71,7 @@ PATTERN: tuple[tuple[str, tuple[str, ...], int], ...] = (
     ("declined", ("account_closed",), 1),
     ("expired", (), 2),
     ("authorized", (), 2),
-    ("declined", ("insufficient_funds", "limit_exceeded"), 2),
+    ("declined", ("insufficient_funds: available 0 < amount 900", "limit_exceeded"), 2),
     ("rejected", ("amount_over_limit",), 2),
     ("declined", ("account_frozen", "account_frozen"), 2),
 )
@@ -175,8 +175,8 @@ def expected_currencies(sent: Iterable[Sent]) -> dict[str, Any]:
         reasons: Counter[str] = Counter()
         for s in mine:
             amounts[s.status] += s.amount_minor
-            if s.status in REFUSED:
-                reasons.update(set(s.reasons))
+            if s.status in REFUSED:  # counted by code: the text before the first ":"
+                reasons.update({r.split(":", 1)[0] for r in s.reasons})
         approved = sum(counts[s] for s in APPROVED)
         refused = sum(counts[s] for s in REFUSED)
         ranked = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))[:5]

@@ -16,6 +16,7 @@ from paystream.views.aggregate import (
     approval,
     fact_of,
     rank_reasons,
+    reason_code,
     show_currency,
     show_window,
 )
@@ -138,6 +139,22 @@ def test_only_refusals_reasons_are_counted_and_a_repeated_reason_once() -> None:
         fact("voided", reasons=("customer",)),
     )
     assert value["EUR"]["reasons"] == {"velocity": 1, "blocklist": 1}
+
+
+def test_reasons_are_counted_by_their_code() -> None:
+    value = window_of(
+        fact("rejected", reasons=("txn_amount_limit: 240000 > 200000", "blocked_country: demo: sanctioned country")),
+        fact("rejected", reasons=("txn_amount_limit: 300000 > 200000",)),
+        fact("declined", reasons=("insufficient_funds: available 10 < amount 500",)),
+        fact("rejected", reasons=("payer_velocity_10m_count: 6 > 5", "payer_velocity_10m_count: 7 > 5")),
+    )
+    assert value["EUR"]["reasons"] == {
+        "txn_amount_limit": 2,
+        "blocked_country": 1,
+        "insufficient_funds": 1,
+        "payer_velocity_10m_count": 1,
+    }
+    assert [reason_code(r) for r in ("plain", " spaced : x", ": no code", "")] == ["plain", "spaced", ": no code", ""]
 
 
 def test_reasons_are_bounded_per_window_and_currency() -> None:
