@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from paystream.bench.dbceiling import run_ceiling
+from paystream.bench.dbceiling_procs import run_ceiling_processes
 from paystream.bench.measure import sustained_rate_per_s
 from paystream.bench.observe import BenchFailedError, Observer, publish_at_rate, wait_complete
 from paystream.bench.scrape import Scraper, free_port
@@ -213,9 +213,9 @@ async def _throughput_run(options: BenchOptions, base: Settings, system: str, pa
 
 
 async def _ceiling_run(options: BenchOptions, base: Settings, payments: int) -> ThroughputRun:
-    """The stages' database work without Kafka, one connection per stage (`paystream.bench.dbceiling`)."""
+    """The stages' database work without Kafka, one process per stage (`paystream.bench.dbceiling_procs`)."""
     async with _environment(options, base, "dbceiling") as (settings, _fleet):
-        ceiling = await run_ceiling(settings, payments, "pipelined", options.seed)
+        ceiling = await run_ceiling_processes(settings, payments, options.seed)
     if ceiling.terminal != payments:
         raise BenchFailedError(f"dbceiling: {ceiling.terminal:,} of {payments:,} payments reached a terminal status")
     return ThroughputRun("dbceiling", payments, ceiling.rate_per_s, ceiling.elapsed_s)
