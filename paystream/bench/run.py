@@ -68,6 +68,8 @@ class BenchOptions:
     systems: tuple[str, ...] = ()
     # Worker processes per stage for paystream (the other systems run one).
     stage_processes: int = 1
+    # How long to wait for a quiet machine before each run (0: not at all, as in tests).
+    settle_s_max: float = 30.0
 
 
 @dataclass
@@ -149,7 +151,9 @@ def _chosen(systems: list[str], options: BenchOptions) -> list[str]:
 
 
 async def _settle_before(repetition: int, options: BenchOptions) -> float:
-    settled = await settle()
+    if options.settle_s_max <= 0:
+        return 0.0
+    settled = await settle(options.settle_s_max)
     if not settled.quiet:
         _progress(
             f"[{repetition}/{options.repeat}] the machine stayed busy ({settled.idle_share:.0%} idle)"

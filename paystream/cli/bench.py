@@ -66,6 +66,13 @@ def register(sub: Any) -> None:
         help=f"comma-separated subset of {','.join(ALL_SYSTEMS)} (default all)",
     )
     parser.add_argument(
+        "--settle-max",
+        type=bounded_float(0, 600),
+        default=defaults.settle_s_max,
+        metavar="SECONDS",
+        help="wait at most this long for a quiet machine before each run (0: do not wait)",
+    )
+    parser.add_argument(
         "--stage-processes",
         type=bounded_int(1, 8),
         default=defaults.stage_processes,
@@ -110,6 +117,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         latency_duration_s=args.latency_duration,
         systems=args.only,
         stage_processes=args.stage_processes,
+        settle_s_max=args.settle_max,
     )
     versions = [s.version for s in await status(settings) if s.version]
     # The figures are the output: the Kafka client's retried warnings (a new
