@@ -4,9 +4,9 @@ Issue 12 part 4 asks what the data's growth costs: with 20 million past
 payments in the database, both figures should stay within 20% of the empty
 database's. One run measures both, on the same machine, in this order:
 
-1. the database ceiling (`paystream.bench.dbceiling`, pipelined) on an empty
-   database (migrated and seeded with the demo world), as `paystream bench`
-   measures it;
+1. the database ceiling (`paystream.bench.dbceiling_procs`: the stages' own
+   database work, a process per stage, no Kafka) on an empty database
+   (migrated and seeded with the demo world), as `paystream bench` measures it;
 2. a second database, seeded the same way, given N past payments
    (`paystream.bench.history_load`) and VACUUM ANALYZE'd: the database ceiling;
 3. paystream's sustained throughput (its four stages as four worker
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from paystream.bench.dbceiling import run_ceiling
+from paystream.bench.dbceiling_procs import run_ceiling_processes
 from paystream.bench.history_load import LoadReport, load_history
 from paystream.bench.measure import ratio, sustained_rate_per_s
 from paystream.bench.observe import BenchFailedError, Observer, wait_complete
@@ -166,7 +166,7 @@ async def _statuses(settings: Settings, prefix: str) -> dict[str, int]:
 async def _ceiling(options: HistoryOptions, settings: Settings, measured: Measured) -> None:
     await _settle()
     _progress(f"history: dbceiling on the {measured.database} database, {options.payments:,} payments ...")
-    run = await run_ceiling(settings, options.payments, "pipelined", options.seed)
+    run = await run_ceiling_processes(settings, options.payments, options.seed)
     measured.ceiling_ended_s = time.monotonic()
     if run.terminal != options.payments:
         raise BenchFailedError(
@@ -174,8 +174,8 @@ async def _ceiling(options: HistoryOptions, settings: Settings, measured: Measur
             " status"
         )
     measured.ceiling_per_s, measured.ceiling_s = run.rate_per_s, run.elapsed_s
-    # run_ceiling names its payments after the namespace, the mode and the seed.
-    measured.ceiling_statuses = await _statuses(settings, f"{settings.namespace}pipelined{options.seed}-")
+    # The ceiling names its payments after the namespace, its mode and the seed.
+    measured.ceiling_statuses = await _statuses(settings, f"{settings.namespace}{run.mode}{options.seed}-")
     _progress(f"    {run.rate_per_s:,.0f} payments/s in {run.elapsed_s:.1f} s; {measured.ceiling_statuses}")
 
 

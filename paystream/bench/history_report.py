@@ -50,7 +50,7 @@ def markdown(result: HistoryResult, machine: str) -> str:
         f"| {result.options.payments:,} payments | empty database | history of {n:,} | history ÷ empty"
         f" | goal ≥ {GOAL_HISTORY_VS_EMPTY:g} |",
         "| --- | ---: | ---: | ---: | --- |",
-        f"| database ceiling (pipelined) | {empty.ceiling_per_s:,.0f}/s | {history.ceiling_per_s:,.0f}/s"
+        f"| database ceiling (a process per stage) | {empty.ceiling_per_s:,.0f}/s | {history.ceiling_per_s:,.0f}/s"
         f" | {ratios['dbceiling']:.2f} | {_verdict(ratios['dbceiling'])} |",
         f"| paystream (four worker processes) | {empty.paystream_per_s:,.0f}/s | {history.paystream_per_s:,.0f}/s"
         f" | {ratios['paystream']:.2f} | {_verdict(ratios['paystream'])} |",
