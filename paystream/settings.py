@@ -32,6 +32,8 @@ CRASH_POINTS = (
     "in_isolation",
     "in_transaction",
     "after_db_commit",
+    # After a batch's transaction while an earlier batch's Kafka commit is still deferred.
+    "after_db_commit_deferred",
     "after_produce",
     "after_offset_commit",
     # A stage's timer (settlement's closes, funds' hold expiries): its work committed, its events
@@ -63,6 +65,11 @@ class Settings:
     # 4,000/s (and a quarter less PostgreSQL CPU per payment), 4,000 -> no better.
     batch_records_max: int = 2_000
     batch_wait_ms: int = 100
+    # Kafka offset commits leave the batch's path (paystream.stage.commits):
+    # one in the background at most this often, the rest of the time none.
+    # A crash replays at most this long's batches more (idempotent); 0 commits
+    # after every batch and waits for it, as the loop first did.
+    offset_commit_interval_ms: int = 250
     produce_timeout_ms: int = 30_000
     retry_backoff_ms_initial: int = 100
     retry_backoff_ms_max: int = 5_000
@@ -98,6 +105,11 @@ class Settings:
     settlement_cycle_s: int = 86_400
     settlement_grace_s: int = 300
     settlement_close_interval_ms: int = 1_000
+    # Settlement is not on a payment's path to its outcome: its consumer asks
+    # the broker to hold a fetch until 256 KiB are there or this long passed,
+    # so it takes a few large batches instead of dozens of small ones and
+    # leaves the CPU to the stages a payer waits for. 0: like the others.
+    settlement_fetch_wait_ms: int = 250
 
     # Fault injection for crash-safety tests; None in production.
     crash_point: str | None = None
@@ -178,6 +190,7 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "kafka_heap_mb": (256, 32_768),
     "batch_records_max": (1, 100_000),
     "batch_wait_ms": (0, 60_000),
+    "offset_commit_interval_ms": (0, 60_000),
     "produce_timeout_ms": (1, 600_000),
     "retry_backoff_ms_initial": (1, 60_000),
     "retry_backoff_ms_max": (1, 600_000),
@@ -202,6 +215,8 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "settlement_cycle_s": (1, 31 * 86_400),
     "settlement_grace_s": (0, 86_400),
     "settlement_close_interval_ms": (10, 600_000),
+    # Below the smallest grace worth running with: an item reaches its batch well before the cut-off.
+    "settlement_fetch_wait_ms": (0, 1_000),
     "views_port": (1, 65_535),
     "crash_after_batches": (1, 1_000_000),
     # 0 = no metrics server; otherwise a TCP port.

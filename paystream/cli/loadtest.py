@@ -57,7 +57,7 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("--seed", type=SEED, default=1)
     parser.add_argument("--out", type=Path, default=None, help="report folder (default reports/<run id>)")
-    parser.add_argument("--keep-database", action="store_true", help="keep the run's database for inspection")
+    parser.add_argument("--keep-database", action="store_true", help="keep the run's database and topics")
     parser.set_defaults(func=run)
 
 

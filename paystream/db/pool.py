@@ -21,6 +21,22 @@ CONNECT_TIMEOUT_S = 10.0
 SERVER_SETTINGS: dict[str, str] = {}
 
 
+class PooledConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pooled connection released without asyncpg's reset query.
+
+    asyncpg sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL` on every release: one more round trip for every batch of every
+    stage (2,626 of them in a 30-second run at 1,000 payments/s). paystream's
+    pooled connections hold no session state to reset: settings are `SET LOCAL`
+    inside transactions, no cursor outlives its transaction, nothing listens,
+    and the one advisory lock (migrations) is taken and released on a
+    connection of its own. asyncpg still rolls back a transaction left open.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def _init_connection(connection: asyncpg.Connection) -> None:
     for type_name in ("json", "jsonb"):
         await connection.set_type_codec(
@@ -44,6 +60,7 @@ async def create_pool(settings: Settings, size_max: int | None = None) -> Any:
             min_size=1,
             max_size=size,
             init=_init_connection,
+            connection_class=PooledConnection,
             timeout=CONNECT_TIMEOUT_S,
             server_settings=SERVER_SETTINGS,
             command_timeout=120,

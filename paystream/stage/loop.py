@@ -7,10 +7,13 @@ For each batch the consumer returns:
           row advances under this consumer's epoch (fencing);
   Step 3. produce the stage's events and the dead letters (idempotent
           producer, acks=all) and wait for every acknowledgement;
-  Step 4. commit the consumed offsets to Kafka.
-A crash between any two steps replays the batch from the last Kafka commit:
-Step 2 then writes nothing new and returns the same events, Step 3 sends them
-again with the same event ids, and the next stage ignores the repeats.
+  Step 4. hand the consumed offsets over for a Kafka commit, which runs in
+          the background at most every `offset_commit_interval_ms`
+          (`paystream.stage.commits`).
+A crash between any two steps replays from the last Kafka commit: Step 2 then
+writes nothing new for the batches already stored and returns the same
+events, Step 3 sends them again with the same event ids, and the next stage
+ignores the repeats.
 
 A record that makes Step 2 fail for a reason of its own (not an outage) is
 isolated and dead-lettered inside the same transaction
@@ -33,10 +36,10 @@ from typing import Any, Generic
 
 import structlog
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from paystream.kafka import make_consumer, make_producer
 from paystream.settings import Settings
+from paystream.stage.commits import OffsetCommitter
 from paystream.stage.contract import Accepted, E, Refused, Stage, StageResult
 from paystream.stage.crash import CrashSwitch
 from paystream.stage.dead_letters import dead_letter_outputs, store_dead_letters
@@ -95,11 +98,22 @@ class StageLoop(Generic[E]):
         # An error the rebalance listener could not raise itself (aiokafka swallows it).
         self.fatal: BaseException | None = None
         self.stats = LoopStats()
-        self.consumer = make_consumer(settings, self.group_id, self.client_id)
+        self.consumer_options: dict[str, Any] = getattr(stage, "consumer_options", {})
+        self.consumer = make_consumer(settings, self.group_id, self.client_id, **self.consumer_options)
         self.producer = make_producer(settings, self.client_id)
         self.last_tick = 0.0
         self.activity = Activity()
         self.retry = Retrier(settings, stage.name, asyncio.Event(), self._count_retry)
+        self.committer = OffsetCommitter(
+            stage.name,
+            lambda: self.consumer,
+            settings.offset_commit_interval_ms,
+            on_rebalanced=self._count_commit_failure,
+            on_committed=lambda: self.crash.at("after_offset_commit"),
+        )
+
+    def _count_commit_failure(self) -> None:
+        self.stats.commit_failures += 1
 
     def _count_retry(self) -> None:
         # A retry attempt is progress for /healthz: the loop is alive, waiting out an outage.
@@ -144,6 +158,7 @@ class StageLoop(Generic[E]):
                 if any(batch.values()):
                     await self.process_batch(batch)
                     self.activity.touch()
+                self.committer.maybe_start()
                 if await maybe_tick(self):
                     self.activity.touch()
                 if idle_exit_ms is not None and self._idle_long_enough(idle_exit_ms):
@@ -165,7 +180,7 @@ class StageLoop(Generic[E]):
         # The clients made earlier (in __init__ or by a failed attempt) never
         # started; closing them releases them instead of leaking sockets and tasks.
         await self._close_clients()
-        self.consumer = make_consumer(self.settings, self.group_id, self.client_id)
+        self.consumer = make_consumer(self.settings, self.group_id, self.client_id, **self.consumer_options)
         self.producer = make_producer(self.settings, self.client_id)
         try:
             await self.producer.start()
@@ -186,8 +201,10 @@ class StageLoop(Generic[E]):
         return idle_ms >= idle_exit_ms and bool(self.consumer.assignment())
 
     async def _shutdown(self) -> None:
-        # Every processed batch was committed inside process_batch: stopping
-        # here loses nothing. Stop the consumer first so no new batch starts.
+        # Every processed batch was stored and produced inside process_batch:
+        # commit what was handed over, so the next owner need not replay it.
+        # Stopping loses nothing either way.
+        await self.committer.flush_at_stop()
         await self._close_clients()
         log.info("stage stopped", stage=self.stage.name, **stats_fields(self.stats))
 
@@ -221,6 +238,9 @@ class StageLoop(Generic[E]):
                 self.fenced.update(fenced.partitions)
                 return
             self.crash.at("after_db_commit")
+            if self.committer.has_deferred():
+                # An earlier batch's events are out but Kafka's offset is still before it.
+                self.crash.at("after_db_commit_deferred")
 
             # Step 3: produce and await every acknowledgement.
             outputs = result.outputs + dead_letter_outputs(self.stage.name, result.refused, now)
@@ -228,11 +248,11 @@ class StageLoop(Generic[E]):
             acked_at_s = time.time()
             self.crash.at("after_produce")
 
-            # Step 4: commit the consumed offsets.
-            await self._commit({tp: rs[-1].offset + 1 for tp, rs in owned.items()})
+            # Step 4: the consumed offsets, for a Kafka commit now or in the background.
+            self.committer.hand_over({tp: rs[-1].offset + 1 for tp, rs in owned.items()})
             for tp, rs in owned.items():
                 self.positions[tp.partition] = rs[-1].offset + 1
-            self.crash.at("after_offset_commit")
+            await self.committer.after_batch()
 
             records = sum(len(rs) for rs in owned.values())
             self.stats.batches += 1
@@ -278,18 +298,3 @@ class StageLoop(Generic[E]):
             origins=[f"{r.origin.topic}/{r.origin.partition}/{r.origin.offset}" for r, _ in poisoned],
             errors=sorted({type(error).__name__ for _, error in poisoned}),
         )
-
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        try:
-            await self.consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as error:
-            # The group rebalanced under us: the partitions belong to another
-            # member, which resumes from the previous commit and replays this
-            # batch harmlessly. Not ignored: counted, logged, and the loop
-            # stops trusting its assignment until the rebalance completes.
-            self.stats.commit_failures += 1
-            log.warning(
-                "offset commit failed after a rebalance; the new owner replays the batch",
-                stage=self.stage.name,
-                error=str(error),
-            )

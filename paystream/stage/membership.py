@@ -48,9 +48,18 @@ class PartitionListener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.loop = loop
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # The batch in flight finishes its four steps (and commits) before the
-        # rebalance goes on, so the new owner starts exactly after it.
+        # The batch in flight finishes its steps, and every offset handed over
+        # is committed, before the rebalance goes on, so the new owner starts
+        # exactly after the last batch whose events were produced.
         async with self.loop.batch_lock:
+            try:
+                await self.loop.committer.flush()
+            except KafkaError as error:
+                log.warning(
+                    "offsets not committed before the rebalance; the new owner replays",
+                    stage=self.loop.stage.name,
+                    error=f"{type(error).__name__}: {error}",
+                )
             for tp in revoked:
                 self.loop.epochs.pop(tp.partition, None)
                 self.loop.positions.pop(tp.partition, None)
@@ -77,9 +86,10 @@ class PartitionListener(ConsumerRebalanceListener):  # type: ignore[misc]
 async def take_partitions(loop: StageLoop[Any], assigned: Sequence[TopicPartition]) -> None:
     """Claim a new epoch per partition and seek to where nothing can be missed.
 
-    Kafka's committed offset trails PostgreSQL's by at most the batch whose
-    events may not have been produced yet, so resuming at the smaller of the
-    two replays that batch (its effects are idempotent) and re-sends its events.
+    Kafka's committed offset trails PostgreSQL's by the batches whose events
+    may not have been produced yet, or were produced and their commit deferred
+    (`paystream.stage.commits`), so resuming at the smaller of the two replays
+    them (their effects are idempotent) and re-sends their events.
     Holds the batch lock: aiokafka may already be fetching for these
     partitions, and no batch may run for them until they are claimed.
     """
@@ -125,9 +135,11 @@ async def reclaim_fenced(loop: StageLoop[Any]) -> None:
     assigned = [tp for tp in loop.consumer.assignment() if tp.partition in fenced]
     if not assigned:
         return
-    committed = {tp: await loop.consumer.committed(tp) for tp in assigned}
-    unchanged = {tp: offset for tp, offset in committed.items() if offset is not None}
     try:
+        # The offsets handed over go first, so the proof below does not move Kafka's offset back.
+        await loop.committer.flush()
+        committed = {tp: await loop.consumer.committed(tp) for tp in assigned}
+        unchanged = {tp: offset for tp, offset in committed.items() if offset is not None}
         if unchanged:
             await loop.consumer.commit(unchanged)
     except (CommitFailedError, IllegalStateError, KafkaError) as error:

@@ -26,6 +26,9 @@ the killed stage takes its whole input as its first batch; after the crash
 that batch, between Kafka's committed offset and PostgreSQL's (the one whose
 events are re-sent), is shown to hold account requests, captures, voids and
 refunds (risk, funds), accepted captures (clearing) or refunds (settlement).
+At `after_db_commit_deferred` (a batch's transaction committed while the
+Kafka commit of earlier batches, their events produced, is deferred: commit
+interval 60 s) more than one batch is shown to lie between the two offsets.
 After a crash at funds' timer points the test finds expired holds whose
 outcomes are not marked published, their outcomes not yet produced
 (`after_tick_commit`) or produced (`after_tick_produce`). The `in_isolation`
@@ -108,6 +111,8 @@ MARKS = {
     "settlement": {"refund"},
 }
 WHOLE_BATCH_RECORDS_MAX = 1_000
+BATCH_RECORDS = 40
+DEFERRED_INTERVAL_MS = 60_000
 ACCOUNT_SCHEMAS = {"account.open.requested", "account.close.requested", "deposit.requested", "withdrawal.requested"}
 ACCOUNT_KINDS = {"account.open", "account.close", "deposit", "withdrawal"}
 
@@ -314,8 +319,13 @@ async def _run_until_crash(settings: Settings, stage: str, point: str, whole_bat
     # Isolation happens in one batch only, and one tick may close and publish every batch of the run
     # (or expire every hold): those crash at the first.
     first = whole_batch or point in ("in_isolation", *TICK_CRASH_POINTS)
+    # At after_db_commit_deferred: the first batch's commit is made, every later one deferred past the crash.
+    interval_ms = DEFERRED_INTERVAL_MS if point == "after_db_commit_deferred" else settings.offset_commit_interval_ms
     env = settings_environment(
-        settings.with_overrides(batch_records_max=WHOLE_BATCH_RECORDS_MAX if whole_batch else 40),
+        settings.with_overrides(
+            batch_records_max=WHOLE_BATCH_RECORDS_MAX if whole_batch else BATCH_RECORDS,
+            offset_commit_interval_ms=interval_ms,
+        ),
         {
             "PAYSTREAM_CRASH_POINT": point,
             "PAYSTREAM_CRASH_STAGE": stage,
@@ -392,7 +402,8 @@ async def test_crash_point(matrix: Matrix, stage: str, point: str) -> None:
         await _publish(settings, mixed + repeats)
 
     marked = point in ("after_db_commit", "after_produce")
-    if marked and UPSTREAM[stage]:
+    deferred = point == "after_db_commit_deferred"
+    if (marked or deferred) and UPSTREAM[stage]:
         # With its upstream running alongside, a stage is fed a few records at a time and its killed
         # batch could hold one payment; with its input all there, it takes all of it in one batch.
         await drain(settings, stages=UPSTREAM[stage], idle_exit_ms=2_000)
@@ -403,6 +414,10 @@ async def test_crash_point(matrix: Matrix, stage: str, point: str) -> None:
         # The batch whose events the restart re-sends held what this stage does for accounts and the lifecycle.
         crashed = await _crashed_batch(settings, stage)
         assert MARKS[stage] <= {_held(record) for record in crashed}, Counter(map(_held, crashed))
+    if deferred:
+        # Killed after a transaction while an earlier batch's events were out and its Kafka commit deferred:
+        # more than one full batch lies between Kafka's offset and PostgreSQL's, and the restart replays them.
+        assert len(await _crashed_batch(settings, stage)) > BATCH_RECORDS
     if stage == "funds" and point in TICK_CRASH_POINTS:
         # Killed with expiries committed and not marked published: their outcomes not yet produced, or produced.
         unmarked, produced = await _expiries_in_flight(settings, traffic)
