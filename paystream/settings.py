@@ -105,11 +105,6 @@ class Settings:
     settlement_cycle_s: int = 86_400
     settlement_grace_s: int = 300
     settlement_close_interval_ms: int = 1_000
-    # Settlement is not on a payment's path to its outcome: its consumer asks
-    # the broker to hold a fetch until 256 KiB are there or this long passed,
-    # so it takes a few large batches instead of dozens of small ones and
-    # leaves the CPU to the stages a payer waits for. 0: like the others.
-    settlement_fetch_wait_ms: int = 250
 
     # Fault injection for crash-safety tests; None in production.
     crash_point: str | None = None
@@ -215,8 +210,6 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "settlement_cycle_s": (1, 31 * 86_400),
     "settlement_grace_s": (0, 86_400),
     "settlement_close_interval_ms": (10, 600_000),
-    # Below the smallest grace worth running with: an item reaches its batch well before the cut-off.
-    "settlement_fetch_wait_ms": (0, 1_000),
     "views_port": (1, 65_535),
     "crash_after_batches": (1, 1_000_000),
     # 0 = no metrics server; otherwise a TCP port.

@@ -56,10 +56,6 @@ __all__ = ["SettlementStage", "close_due_batches"]
 
 log = structlog.get_logger("paystream.settlement")
 
-# What the broker waits for before answering settlement's fetch (with
-# settlement_fetch_wait_ms): about 700 cleared payments.
-FETCH_MIN_BYTES = 256 * 1024
-
 
 # Per (merchant, currency) of an input batch: the merchant's cycle (NULL: the
 # global default), the end of the newest closed batch, and the batches that
@@ -116,9 +112,6 @@ class SettlementStage:
         # A merchant without a cycle of its own settles on the global default.
         self.default_cycle = CycleSpec.every(settings.settlement_cycle_s)
         self.grace = timedelta(seconds=settings.settlement_grace_s)
-        # Off the payer's path: fewer, larger batches (settings.settlement_fetch_wait_ms).
-        wait_ms = settings.settlement_fetch_wait_ms
-        self.consumer_options = {"fetch_min_bytes": FETCH_MIN_BYTES, "fetch_max_wait_ms": wait_ms} if wait_ms else {}
 
     async def apply(self, connection: Any, records: Sequence[Accepted[SettlementInput]], now: datetime) -> StageResult:
         payments = [r for r in records if isinstance(r.event, PaymentCleared)]

@@ -98,8 +98,7 @@ class StageLoop(Generic[E]):
         # An error the rebalance listener could not raise itself (aiokafka swallows it).
         self.fatal: BaseException | None = None
         self.stats = LoopStats()
-        self.consumer_options: dict[str, Any] = getattr(stage, "consumer_options", {})
-        self.consumer = make_consumer(settings, self.group_id, self.client_id, **self.consumer_options)
+        self.consumer = make_consumer(settings, self.group_id, self.client_id)
         self.producer = make_producer(settings, self.client_id)
         self.last_tick = 0.0
         self.activity = Activity()
@@ -180,7 +179,7 @@ class StageLoop(Generic[E]):
         # The clients made earlier (in __init__ or by a failed attempt) never
         # started; closing them releases them instead of leaking sockets and tasks.
         await self._close_clients()
-        self.consumer = make_consumer(self.settings, self.group_id, self.client_id, **self.consumer_options)
+        self.consumer = make_consumer(self.settings, self.group_id, self.client_id)
         self.producer = make_producer(self.settings, self.client_id)
         try:
             await self.producer.start()
