@@ -1,6 +1,6 @@
 """Step 3 of the stage loop, and the rewind of a fenced batch: the producer and consumer calls.
 
-Offsets are committed in `paystream.stage.loop` only (Step 4).
+Offsets are committed in `paystream.stage.commits` only (Step 4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The stage loop: the one place where offsets are committed.
+"""The stage loop: decode, one transaction, produce, and the offsets handed over for commit.
 
 For each batch the consumer returns:
   Step 1. decode and validate every record; invalid ones become dead letters;
