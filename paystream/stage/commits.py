@@ -59,7 +59,7 @@ class OffsetCommitter:
         self.last_started = float("-inf")
 
     def hand_over(self, offsets: dict[TopicPartition, int]) -> None:
-        """A batch's next offsets, once its events are acknowledged (never before)."""
+        """A batch's next offsets, once its events are acknowledged (never before); the newest per partition wins."""
         for tp, offset in offsets.items():
             self.pending[tp] = max(offset, self.pending.get(tp, offset))
 
@@ -126,8 +126,7 @@ class OffsetCommitter:
             if not background:
                 raise
             # A broker hiccup: keep the offsets (unless newer ones came) for the next attempt.
-            for tp, offset in offsets.items():
-                self.pending[tp] = max(offset, self.pending.get(tp, offset))
+            self.hand_over(offsets)
             log.warning("offset commit failed; retried with the next one", stage=self.stage, error=str(error))
             return
         self._on_committed()

@@ -71,7 +71,7 @@ async def _until_processed(settings: Settings, count: int) -> None:
         await asyncio.sleep(0.2)
 
 
-async def _risk_loop(settings: Settings, pool: Any) -> StageLoop[Any]:
+def _risk_loop(settings: Settings, pool: Any) -> StageLoop[Any]:
     return StageLoop(build_stage("risk", settings), settings, pool)
 
 
@@ -81,7 +81,7 @@ async def test_commits_are_deferred_while_running_and_complete_at_stop(environme
     pool = await create_pool(settings)
     stop = asyncio.Event()
     try:
-        loop = await _risk_loop(settings, pool)
+        loop = _risk_loop(settings, pool)
         running = asyncio.create_task(loop.run(stop))
         await _until_processed(settings, PAYMENTS)
         # Everything stored and produced; Kafka holds only the commit started after the first batch.
@@ -101,7 +101,7 @@ async def test_interval_zero_commits_every_batch_before_the_next(environment: Se
     pool = await create_pool(settings)
     stop = asyncio.Event()
     try:
-        running = asyncio.create_task((await _risk_loop(settings, pool)).run(stop))
+        running = asyncio.create_task(_risk_loop(settings, pool).run(stop))
         await _until_processed(settings, PAYMENTS)
         # The last batch's commit may still be in flight when its offset row is visible: wait for it.
         deadline = time.monotonic() + WAIT_S_MAX
@@ -124,12 +124,12 @@ async def test_a_revocation_commits_what_was_deferred_so_the_next_owner_replays_
     pool = await create_pool(settings)
     stop = asyncio.Event()
     try:
-        first = await _risk_loop(settings, pool)
+        first = _risk_loop(settings, pool)
         first_running = asyncio.create_task(first.run(stop))
         await _until_processed(settings, PAYMENTS)
         assert await _committed(settings) <= BATCH
         # A second member joins: the first's partitions are revoked (and some handed to the second).
-        second = await _risk_loop(settings, pool)
+        second = _risk_loop(settings, pool)
         second_running = asyncio.create_task(second.run(stop))
         deadline = time.monotonic() + WAIT_S_MAX
         while not second.consumer.assignment() or second.stats.rebalances == 0:
